@@ -1,0 +1,284 @@
+"""The attention steps of the Reformer as pure tensor functions.
+
+`reformer_jax/lsh.py` has the same functions with the same names, arguments and
+einsum strings; the axis letters are defined in `reformer_spec.axes`. Modules
+in `attention.py` hold the weights and call these.
+
+LSH attention, step by step, for one layer:
+
+1. `hash_vectors`: project each head's shared query-key vector with random
+   rotations and take argmax over [xR, -xR]; one bucket per hash round.
+2. `sort_by_bucket`: order the R*L (round, position) slots by round, bucket,
+   then position. The key is unique, so the order has no ties to break.
+3. `gather_slots`, `split_chunks`, `look_adjacent`: gather vectors in sorted
+   order, cut them into chunks and let each chunk also see its neighbours.
+4. `attend`: masked softmax attention inside each window, returning the
+   output and the log-sum-exp of the logits.
+5. `undo_sort` and `combine_hash_rounds`: put slots back in position order and
+   weight each round by its share of the total attention mass.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from reformer_spec.axes import KEY_NORM_EPS, MASK_VALUE, SELF_MASK_VALUE
+
+
+def hash_vectors(
+    vectors: Tensor,
+    rotations: Tensor,
+    bucket_factors: Sequence[int],
+    padding_mask: Tensor | None = None,
+) -> Tensor:
+    """Assign every (head, round, position) to a bucket.
+
+    vectors: (B, H, L, K) shared query-key vectors; rotations: (H, K, R, Z) with
+    Z = sum(bucket_factors) / 2; padding_mask: (B, L), True at real tokens.
+    Returns int64 buckets (B, H, R, L) in [0, prod(bucket_factors)]; the last
+    value is the padding bucket, which only padding positions get, so padding
+    sorts after every real token of its round whatever its content.
+    """
+    projected = torch.einsum("BHLK,HKRZ->BHRLZ", vectors, rotations)  # (B, H, R, L, Z)
+
+    # With factors [f1, f2, ...] each factor hashes its own slice of f_i / 2
+    # columns; the first factor is the least significant digit of the bucket.
+    buckets = torch.zeros(projected.shape[:-1], dtype=torch.int64, device=vectors.device)
+    multiplier, start = 1, 0
+    for factor in bucket_factors:
+        part = projected[..., start : start + factor // 2]  # (B, H, R, L, f/2)
+        digit = torch.argmax(torch.cat([part, -part], dim=-1), dim=-1)  # (B, H, R, L)
+        buckets = buckets + digit * multiplier
+        multiplier *= factor
+        start += factor // 2
+
+    if padding_mask is not None:
+        padding_bucket = multiplier  # = prod(bucket_factors)
+        buckets = torch.where(padding_mask[:, None, None, :], buckets, padding_bucket)
+    return buckets
+
+
+def sort_by_bucket(buckets: Tensor, n_buckets: int) -> tuple[Tensor, Tensor]:
+    """Sort the R*L slots of each head by (round, bucket, position).
+
+    buckets: (B, H, R, L) with values in [0, n_buckets] (n_buckets is the
+    padding bucket). Returns `slots` (B, H, S), the flat slot index r*L + t at
+    each sorted place, and `undo` (B, H, S), its inverse permutation.
+    """
+    _, _, n_rounds, length = buckets.shape
+    rounds = torch.arange(n_rounds, device=buckets.device)[:, None]  # (R, 1)
+    positions = torch.arange(length, device=buckets.device)  # (L,)
+    # A unique key per slot: the sort needs no stability and no tie-break, so
+    # every backend and both frameworks produce the same permutation.
+    keys = ((rounds * (n_buckets + 1) + buckets) * length + positions).flatten(2)  # (B, H, S)
+    slots = torch.argsort(keys, dim=-1)  # (B, H, S)
+    undo = torch.argsort(slots, dim=-1)  # (B, H, S)
+    return slots, undo
+
+
+def gather_slots(x: Tensor, positions: Tensor) -> Tensor:
+    """Gather x (B, H, L, ...) at `positions` (B, H, S) into (B, H, S, ...)."""
+    index = positions.reshape(positions.shape + (1,) * (x.dim() - 3))
+    index = index.expand(positions.shape + x.shape[3:])
+    return torch.gather(x, 2, index)
+
+
+def undo_sort(x: Tensor, undo: Tensor) -> Tensor:
+    """Put sorted slots (B, H, S, ...) back in (round, position) order."""
+    return gather_slots(x, undo)
+
+
+def split_chunks(x: Tensor, chunk_length: int) -> Tensor:
+    """Cut the sequence axis: (B, H, S, ...) -> (B, H, N, C, ...)."""
+    batch, heads, length = x.shape[:3]
+    return x.reshape((batch, heads, length // chunk_length, chunk_length) + x.shape[3:])
+
+
+def look_adjacent(x: Tensor, chunks_before: int, chunks_after: int) -> Tensor:
+    """Give each chunk its neighbours: (B, H, N, C, ...) -> (B, H, N, W, ...).
+
+    The window of chunk i is chunks i-before, ..., i, ..., i+after laid end to
+    end along the chunk-length axis. Indices wrap around modulo N, as in Trax:
+    the first chunk's look-back is the last chunk (masked when causal).
+    """
+    if chunks_before == 0 and chunks_after == 0:
+        return x
+    # roll by +s puts chunk i-s at index i.
+    shifts = range(chunks_before, -chunks_after - 1, -1)
+    return torch.cat([torch.roll(x, shifts=s, dims=2) for s in shifts], dim=3)
+
+
+def normalize_keys(vectors: Tensor) -> Tensor:
+    """Turn shared query-key vectors into keys of length close to 1.
+
+    Dividing by the root mean square and then by sqrt(K) is dividing by the
+    L2 norm; keys of equal length keep a query from preferring long keys,
+    which matters because a query and its own key are the same vector.
+    """
+    mean_square = torch.mean(vectors * vectors, dim=-1, keepdim=True)
+    return vectors * torch.rsqrt(mean_square + KEY_NORM_EPS) / math.sqrt(vectors.shape[-1])
+
+
+def attend(
+    queries: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    query_positions: Tensor,
+    key_positions: Tensor,
+    key_valid: Tensor | None,
+    *,
+    causal: bool,
+    mask_self: bool,
+    dropout_mask: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Softmax attention of each chunk's queries over its window of keys.
+
+    queries (B, H, N, C, K); keys and values (B, H, N, W, K); query_positions
+    (.., N, C) and key_positions (.., N, W) are original token positions, which
+    the causal and self masks compare; key_valid (.., N, W) is False at padding.
+    dropout_mask (B, H, N, C, W) multiplies the probabilities (already scaled
+    by 1 / keep rate). Returns the output (B, H, N, C, K) and the log-sum-exp
+    of the masked logits (B, H, N, C), taken before dropout.
+    """
+    logits = torch.einsum("BHNCK,BHNWK->BHNCW", queries, keys)
+    q_pos = query_positions[..., :, None]  # (.., N, C, 1)
+    k_pos = key_positions[..., None, :]  # (.., N, 1, W)
+
+    allowed = torch.ones((), dtype=torch.bool, device=logits.device)
+    if causal:
+        allowed = allowed & (q_pos >= k_pos)
+    if key_valid is not None:
+        allowed = allowed & key_valid[..., None, :]
+    logits = torch.where(allowed, logits, MASK_VALUE)
+    if mask_self:
+        # The self mask comes last and overrides the others, so a query whose
+        # only allowed key is itself (a causal first token) attends to itself.
+        logits = torch.where(q_pos == k_pos, SELF_MASK_VALUE, logits)
+
+    log_normalizer = torch.logsumexp(logits, dim=-1, keepdim=True)  # (B, H, N, C, 1)
+    probabilities = torch.exp(logits - log_normalizer)  # (B, H, N, C, W)
+    if dropout_mask is not None:
+        probabilities = probabilities * dropout_mask
+    output = torch.einsum("BHNCW,BHNWK->BHNCK", probabilities, values)
+    return output, log_normalizer.squeeze(-1)
+
+
+def combine_hash_rounds(outputs: Tensor, log_normalizers: Tensor) -> Tensor:
+    """Merge the rounds: outputs (B, H, R, L, K), log-sum-exps (B, H, R, L) -> (B, H, L, K).
+
+    Round r gets weight exp(lse_r - logsumexp_r lse_r), its share of the total
+    attention mass, which makes the result one softmax over the union of all
+    rounds' windows (a key seen in two rounds counts twice, as in Trax).
+    """
+    weights = torch.softmax(log_normalizers, dim=2)  # (B, H, R, L)
+    return torch.einsum("BHRL,BHRLK->BHLK", weights, outputs)
+
+
+def lsh_attention(
+    query_keys: Tensor,
+    values: Tensor,
+    buckets: Tensor,
+    padding_mask: Tensor | None,
+    *,
+    n_buckets: int,
+    chunk_length: int,
+    chunks_before: int,
+    chunks_after: int,
+    causal: bool,
+    dropout_mask: Tensor | None = None,
+) -> Tensor:
+    """Shared-QK attention within sorted, chunked buckets.
+
+    query_keys and values (B, H, L, K); buckets (B, H, R, L) from
+    `hash_vectors`; padding_mask (B, L), True at real tokens. dropout_mask, if
+    given, has shape (B, H, N, C, W) with N = R*L / C. Returns (B, H, L, K).
+    """
+    batch, heads, n_rounds, length = buckets.shape
+    slots, undo = sort_by_bucket(buckets, n_buckets)  # (B, H, S)
+    positions = slots % length  # (B, H, S): the token each sorted slot holds
+
+    sorted_query_keys = gather_slots(query_keys, positions)  # (B, H, S, K)
+    sorted_values = gather_slots(values, positions)  # (B, H, S, K)
+    sorted_keys = normalize_keys(sorted_query_keys)  # (B, H, S, K)
+
+    queries = split_chunks(sorted_query_keys, chunk_length)  # (B, H, N, C, K)
+    keys = look_adjacent(split_chunks(sorted_keys, chunk_length), chunks_before, chunks_after)  # (B, H, N, W, K)
+    window_values = look_adjacent(split_chunks(sorted_values, chunk_length), chunks_before, chunks_after)
+    query_positions = split_chunks(positions, chunk_length)  # (B, H, N, C)
+    key_positions = look_adjacent(query_positions, chunks_before, chunks_after)  # (B, H, N, W)
+
+    key_valid = None
+    if padding_mask is not None:
+        valid = torch.gather(padding_mask[:, None, :].expand(batch, heads, length), 2, positions)  # (B, H, S)
+        key_valid = look_adjacent(split_chunks(valid, chunk_length), chunks_before, chunks_after)  # (B, H, N, W)
+
+    output, log_normalizer = attend(
+        queries,
+        keys,
+        window_values,
+        query_positions,
+        key_positions,
+        key_valid,
+        causal=causal,
+        mask_self=True,
+        dropout_mask=dropout_mask,
+    )  # (B, H, N, C, K), (B, H, N, C)
+
+    head_width = query_keys.shape[-1]
+    output = undo_sort(output.reshape(batch, heads, -1, head_width), undo)  # (B, H, S, K)
+    log_normalizer = undo_sort(log_normalizer.reshape(batch, heads, -1), undo)  # (B, H, S)
+    if n_rounds == 1:
+        return output  # (B, H, L, K); one round needs no weights
+    output = output.reshape(batch, heads, n_rounds, length, head_width)  # (B, H, R, L, K)
+    log_normalizer = log_normalizer.reshape(batch, heads, n_rounds, length)  # (B, H, R, L)
+    return combine_hash_rounds(output, log_normalizer)
+
+
+def local_attention(
+    queries: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    padding_mask: Tensor | None,
+    *,
+    chunk_length: int,
+    chunks_before: int,
+    chunks_after: int,
+    causal: bool,
+    dropout_mask: Tensor | None = None,
+) -> Tensor:
+    """Attention within fixed chunks of positions, each also seeing its neighbours.
+
+    queries, keys and values (B, H, L, K); padding_mask (B, L), True at real
+    tokens. With chunk_length = L and no neighbours this is full attention.
+    Keys are scaled by 1/sqrt(K) (queries are not). Returns (B, H, L, K).
+    """
+    batch, heads, length, head_width = queries.shape
+    keys = keys / math.sqrt(head_width)
+    positions = torch.arange(length, device=queries.device).expand(1, 1, length)  # (1, 1, L)
+
+    query_chunks = split_chunks(queries, chunk_length)  # (B, H, N, C, K)
+    key_chunks = look_adjacent(split_chunks(keys, chunk_length), chunks_before, chunks_after)  # (B, H, N, W, K)
+    value_chunks = look_adjacent(split_chunks(values, chunk_length), chunks_before, chunks_after)
+    query_positions = split_chunks(positions, chunk_length)  # (1, 1, N, C)
+    key_positions = look_adjacent(query_positions, chunks_before, chunks_after)  # (1, 1, N, W)
+
+    key_valid = None
+    if padding_mask is not None:
+        key_valid = look_adjacent(split_chunks(padding_mask[:, None, :], chunk_length), chunks_before, chunks_after)
+
+    output, _ = attend(
+        query_chunks,
+        key_chunks,
+        value_chunks,
+        query_positions,
+        key_positions,
+        key_valid,
+        causal=causal,
+        mask_self=False,
+        dropout_mask=dropout_mask,
+    )
+    return output.reshape(batch, heads, length, head_width)
