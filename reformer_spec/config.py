@@ -63,6 +63,11 @@ class ReformerConfig:
     lsh_chunks_after: int = 0  # later chunks each LSH chunk also attends to (bidirectional only)
     n_buckets: int | tuple[int, ...] = 32  # even bucket count, or even factors whose product is the count
     n_hashes: int = 2  # hash rounds R whose outputs are combined
+    # True: a query sees only keys of its own round and bucket within the chunk
+    # window, which keeps causal LSH strictly causal. False: every key in the
+    # window, as Trax and Hugging Face do (there a later token's bucket can move
+    # the chunk boundaries that earlier tokens see).
+    lsh_same_bucket_only: bool = True
 
     local_chunk_length: int = 64  # tokens per chunk in local layers
     local_chunks_before: int = 1  # earlier chunks each local chunk also attends to
@@ -259,6 +264,13 @@ def _validate(config: ReformerConfig) -> None:
                 f"{name}={getattr(config, name)} with causal=True: look-ahead chunks hold only future "
                 f"positions, which the causal mask hides. Set {name}=0 or causal=False.",
             )
+
+    _require(
+        not config.lsh_same_bucket_only or config.lsh_chunks_before + config.lsh_chunks_after >= 1,
+        "lsh_same_bucket_only=True with lsh_chunks_before=0 and lsh_chunks_after=0 lets a query see only itself: "
+        "the same-bucket window reaches lsh_chunk_length * lsh_chunks_before sorted places back. "
+        "Set lsh_chunks_before=1 or lsh_same_bucket_only=False.",
+    )
 
     for name in ("hidden_dropout", "attention_dropout", "ff_dropout"):
         rate = getattr(config, name)

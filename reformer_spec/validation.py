@@ -74,3 +74,20 @@ def check_rotations(rotations: Sequence, expected: Sequence[tuple | None]) -> No
             raise ValueError(
                 f"rotations[{i}] has shape {tuple(given.shape)}; layer {i} expects (H, K, R, Z) = {shape}."
             )
+
+
+def check_buckets(buckets: Sequence, expected: Sequence[tuple | None]) -> None:
+    """Check one bucket tensor per layer: (B, H, R, L_padded) at LSH layers, None elsewhere."""
+    if len(buckets) != len(expected):
+        raise ValueError(
+            f"buckets has {len(buckets)} entries but the model has {len(expected)} layers; "
+            "give one entry per layer (None for layers that are not LSH)."
+        )
+    for i, (given, shape) in enumerate(zip(buckets, expected)):
+        if shape is None or given is None:
+            continue
+        if tuple(given.shape) != tuple(shape):
+            raise ValueError(
+                f"buckets[{i}] has shape {tuple(given.shape)}; layer {i} expects (B, H, R, L_padded) = {shape}, "
+                "where L_padded is the input length rounded up to config.length_multiple."
+            )

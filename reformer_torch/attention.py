@@ -83,6 +83,7 @@ class LSHSelfAttention(nn.Module):
             chunks_before=config.lsh_chunks_before,
             chunks_after=config.lsh_chunks_after,
             causal=config.causal,
+            same_bucket_only=config.lsh_same_bucket_only,
             dropout_mask=mask,
         )  # (B, H, L, K)
         output = self.output(merge_heads(attended))  # (B, L, D)

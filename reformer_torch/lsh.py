@@ -129,7 +129,7 @@ def attend(
     values: Tensor,
     query_positions: Tensor,
     key_positions: Tensor,
-    key_valid: Tensor | None,
+    allowed: Tensor | None,
     *,
     causal: bool,
     mask_self: bool,
@@ -139,7 +139,8 @@ def attend(
 
     queries (B, H, N, C, K); keys and values (B, H, N, W, K); query_positions
     (.., N, C) and key_positions (.., N, W) are original token positions, which
-    the causal and self masks compare; key_valid (.., N, W) is False at padding.
+    the causal and self masks compare; allowed, broadcastable to (B, H, N, C, W),
+    is False where a key is hidden for another reason (padding, another bucket).
     dropout_mask (B, H, N, C, W) multiplies the probabilities (already scaled
     by 1 / keep rate). Returns the output (B, H, N, C, K) and the log-sum-exp
     of the masked logits (B, H, N, C), taken before dropout.
@@ -148,19 +149,24 @@ def attend(
     q_pos = query_positions[..., :, None]  # (.., N, C, 1)
     k_pos = key_positions[..., None, :]  # (.., N, 1, W)
 
-    allowed = torch.ones((), dtype=torch.bool, device=logits.device)
+    if allowed is None:
+        allowed = torch.ones((), dtype=torch.bool, device=logits.device)
     if causal:
         allowed = allowed & (q_pos >= k_pos)
-    if key_valid is not None:
-        allowed = allowed & key_valid[..., None, :]
     logits = torch.where(allowed, logits, MASK_VALUE)
     if mask_self:
         # The self mask comes last and overrides the others, so a query whose
         # only allowed key is itself (a causal first token) attends to itself.
         logits = torch.where(q_pos == k_pos, SELF_MASK_VALUE, logits)
 
-    log_normalizer = torch.logsumexp(logits, dim=-1, keepdim=True)  # (B, H, N, C, 1)
-    probabilities = torch.exp(logits - log_normalizer)  # (B, H, N, C, W)
+    # Normalise by the sum, not by exp(-logsumexp): near SELF_MASK_VALUE a
+    # float32 ulp is about 0.008, so a rounded log-sum-exp would put errors of
+    # up to 1% into rows that see only copies of themselves.
+    row_max = torch.amax(logits, dim=-1, keepdim=True).detach()  # (B, H, N, C, 1); a shift, no gradient needed
+    unnormalized = torch.exp(logits - row_max)  # (B, H, N, C, W)
+    total = torch.sum(unnormalized, dim=-1, keepdim=True)  # (B, H, N, C, 1)
+    probabilities = unnormalized / total
+    log_normalizer = row_max + torch.log(total)  # (B, H, N, C, 1)
     if dropout_mask is not None:
         probabilities = probabilities * dropout_mask
     output = torch.einsum("BHNCW,BHNWK->BHNCK", probabilities, values)
@@ -178,6 +184,39 @@ def combine_hash_rounds(outputs: Tensor, log_normalizers: Tensor) -> Tensor:
     return torch.einsum("BHRL,BHRLK->BHLK", weights, outputs)
 
 
+def same_bucket_window(
+    buckets: Tensor, slots: Tensor, n_buckets: int, chunk_length: int, chunks_before: int, chunks_after: int
+) -> Tensor:
+    """Which window keys share the query's round and bucket and lie near it in sorted order.
+
+    buckets (B, H, R, L); slots (B, H, S) from `sort_by_bucket`. Returns a
+    mask (B, H, N, C, W): the key is in the query's (round, bucket) and at most
+    chunk_length * chunks_before sorted places before it (chunks_after after).
+
+    Why: in a chunk window that spans several buckets, where a chunk boundary
+    falls depends on how many tokens hashed into lower buckets, later tokens
+    included, so a later token could change which earlier keys a query sees.
+    Between a query and a key of its own bucket lie only tokens of that bucket
+    whose positions fall between theirs, so this window depends on nothing
+    after the query: causal models stay strictly causal.
+    """
+    n_rounds, length = buckets.shape[2:]
+    rounds = torch.arange(n_rounds, device=buckets.device)[:, None]  # (R, 1)
+    round_buckets = (rounds * (n_buckets + 1) + buckets).flatten(2)  # (B, H, S)
+    sorted_buckets = torch.gather(round_buckets, 2, slots)  # (B, H, S)
+    places = torch.arange(slots.shape[-1], device=slots.device).expand(slots.shape)  # (B, H, S)
+
+    query_buckets = split_chunks(sorted_buckets, chunk_length)  # (B, H, N, C)
+    key_buckets = look_adjacent(query_buckets, chunks_before, chunks_after)  # (B, H, N, W)
+    query_places = split_chunks(places, chunk_length)[..., :, None]  # (B, H, N, C, 1)
+    key_places = look_adjacent(split_chunks(places, chunk_length), chunks_before, chunks_after)[..., None, :]
+    # Wrapped-around chunks carry places far from the query, so the distance test drops them.
+    near = (key_places >= query_places - chunk_length * chunks_before) & (
+        key_places <= query_places + chunk_length * chunks_after
+    )
+    return near & (query_buckets[..., :, None] == key_buckets[..., None, :])  # (B, H, N, C, W)
+
+
 def lsh_attention(
     query_keys: Tensor,
     values: Tensor,
@@ -189,13 +228,16 @@ def lsh_attention(
     chunks_before: int,
     chunks_after: int,
     causal: bool,
+    same_bucket_only: bool,
     dropout_mask: Tensor | None = None,
 ) -> Tensor:
     """Shared-QK attention within sorted, chunked buckets.
 
     query_keys and values (B, H, L, K); buckets (B, H, R, L) from
-    `hash_vectors`; padding_mask (B, L), True at real tokens. dropout_mask, if
-    given, has shape (B, H, N, C, W) with N = R*L / C. Returns (B, H, L, K).
+    `hash_vectors`; padding_mask (B, L), True at real tokens. same_bucket_only
+    restricts each query to `same_bucket_window`; otherwise it sees every key in
+    its chunk window, as in Trax and Hugging Face. dropout_mask, if given, has
+    shape (B, H, N, C, W) with N = R*L / C. Returns (B, H, L, K).
     """
     batch, heads, n_rounds, length = buckets.shape
     slots, undo = sort_by_bucket(buckets, n_buckets)  # (B, H, S)
@@ -211,10 +253,14 @@ def lsh_attention(
     query_positions = split_chunks(positions, chunk_length)  # (B, H, N, C)
     key_positions = look_adjacent(query_positions, chunks_before, chunks_after)  # (B, H, N, W)
 
-    key_valid = None
+    allowed = None
     if padding_mask is not None:
         valid = torch.gather(padding_mask[:, None, :].expand(batch, heads, length), 2, positions)  # (B, H, S)
         key_valid = look_adjacent(split_chunks(valid, chunk_length), chunks_before, chunks_after)  # (B, H, N, W)
+        allowed = key_valid[..., None, :]  # (B, H, N, 1, W)
+    if same_bucket_only:
+        same = same_bucket_window(buckets, slots, n_buckets, chunk_length, chunks_before, chunks_after)
+        allowed = same if allowed is None else allowed & same  # (B, H, N, C, W)
 
     output, log_normalizer = attend(
         queries,
@@ -222,7 +268,7 @@ def lsh_attention(
         window_values,
         query_positions,
         key_positions,
-        key_valid,
+        allowed,
         causal=causal,
         mask_self=True,
         dropout_mask=dropout_mask,
@@ -266,9 +312,10 @@ def local_attention(
     query_positions = split_chunks(positions, chunk_length)  # (1, 1, N, C)
     key_positions = look_adjacent(query_positions, chunks_before, chunks_after)  # (1, 1, N, W)
 
-    key_valid = None
+    allowed = None
     if padding_mask is not None:
         key_valid = look_adjacent(split_chunks(padding_mask[:, None, :], chunk_length), chunks_before, chunks_after)
+        allowed = key_valid[..., None, :]  # (B, 1, N, 1, W)
 
     output, _ = attend(
         query_chunks,
@@ -276,7 +323,7 @@ def local_attention(
         value_chunks,
         query_positions,
         key_positions,
-        key_valid,
+        allowed,
         causal=causal,
         mask_self=False,
         dropout_mask=dropout_mask,

@@ -100,6 +100,17 @@ class ReformerLM(nn.Module):
             for r, shape in zip(rotations, expected)
         ]
 
+    def _prepare_buckets(self, buckets: Sequence | None, batch_and_length: tuple[int, int]) -> list[Tensor | None]:
+        config = self.config
+        if buckets is None:
+            return [None] * config.n_layers
+        batch, length = batch_and_length
+        shape = (batch, config.n_heads, config.n_hashes, length)
+        expected = [shape if kind is AttentionKind.LSH else None for kind in config.attention_layers]
+        validation.check_buckets(buckets, expected)
+        device = self.lm_head.bias.device
+        return [None if b is None or s is None else torch.as_tensor(b).to(device, torch.int64) for b, s in zip(buckets, expected)]
+
     # ---------------------------------------------------------------- forward
 
     def forward(
@@ -109,6 +120,7 @@ class ReformerLM(nn.Module):
         labels: Tensor | None = None,
         *,
         rotations: Sequence | None = None,
+        buckets: Sequence | None = None,
         generator: torch.Generator | None = None,
     ) -> ReformerOutput:
         """Score the next token at every position.
@@ -119,8 +131,11 @@ class ReformerLM(nn.Module):
         labels[t + 1], and IGNORE_INDEX entries are left out. rotations: one
         (H, K, R, Z) tensor or array per layer (None at non-LSH layers), for
         example `reformer_spec.hashing.portable_rotations`; drawn from
-        `generator` when not given. Dropout seeds (in training) come from
-        `generator` too, or from the default generator when it is None.
+        `generator` when not given. buckets: one (B, H, R, L_padded) int tensor
+        per layer (None at non-LSH layers), used instead of hashing, for example
+        the `buckets` of an earlier output; this separates arithmetic from
+        hashing when two models are compared. Dropout seeds (in training) come
+        from `generator` too, or from the default generator when it is None.
         """
         self._check_inputs(input_ids, attention_mask)
         config = self.config
@@ -144,7 +159,10 @@ class ReformerLM(nn.Module):
             return draw_seed(generator, device) if dropout_on else None
 
         layer_rotations = self._prepare_rotations(rotations, generator)
-        randomness = [LayerRandomness(r, next_seed(), next_seed()) for r in layer_rotations]
+        layer_buckets = self._prepare_buckets(buckets, (batch, padded_length))
+        randomness = [
+            LayerRandomness(r, b, next_seed(), next_seed()) for r, b in zip(layer_rotations, layer_buckets)
+        ]
         embed_seed, head_seed = next_seed(), next_seed()
 
         hidden = self.embeddings(input_ids, None if embed_seed is None else seeded_generator(embed_seed, device))  # (B, L, D)

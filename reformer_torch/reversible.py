@@ -35,6 +35,7 @@ class LayerRandomness:
     """What one layer's forward drew, so the backward can replay it."""
 
     rotations: Tensor | None  # (H, K, R, Z) for LSH layers, else None
+    buckets: Tensor | None  # (B, H, R, L) given by the caller instead of hashing, else None
     attention_seed: int | None  # seeds dropout in the attention half; None when dropout is off
     feed_forward_seed: int | None  # seeds dropout in the feed-forward half
 
@@ -63,7 +64,7 @@ class ReformerLayer(nn.Module):
     def forward(
         self, x1: Tensor, x2: Tensor, padding_mask: Tensor | None, randomness: LayerRandomness
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        attended, buckets = self.attention_half(x2, padding_mask, randomness, None)
+        attended, buckets = self.attention_half(x2, padding_mask, randomness, randomness.buckets)
         y1 = x1 + attended
         y2 = x2 + self.feed_forward_half(y1, randomness)
         return y1, y2, buckets
