@@ -284,7 +284,7 @@ def test_bad_mask_and_rotations():
     model = ReformerLM(config)
     ids = torch.randint(0, 37, (2, 16))
     with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 15\)"):
-        model(ids, attention_mask=torch.ones(2, 15))
+        model(ids, attention_mask=torch.ones(2, 15, dtype=torch.bool))
     with pytest.raises(TypeError, match="attention_mask has dtype torch.float32"):
         model(ids, attention_mask=torch.ones(2, 16))
     with pytest.raises(ValueError, match="rotations has 1 entries"):
