@@ -204,6 +204,7 @@ class LMHead(nn.Module):
 def next_token_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean cross-entropy of logits[:, t] against labels[:, t + 1], skipping IGNORE_INDEX."""
     vocab = logits.shape[-1]
-    return F.cross_entropy(
-        logits[:, :-1].reshape(-1, vocab).float(), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
-    )
+    scores = logits[:, :-1].reshape(-1, vocab)
+    if scores.dtype in (torch.float16, torch.bfloat16):
+        scores = scores.float()  # a log-softmax over the vocabulary loses too much in 16 bits
+    return F.cross_entropy(scores, labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)

@@ -99,7 +99,10 @@ def full_precision(dtype: str) -> Iterator[None]:
 def _torch_grads_to_canonical(config: ReformerConfig, model) -> dict[str, np.ndarray]:
     from weights_convert.arrays import torch_to_numpy
 
-    grads = {name: p.grad for name, p in model.named_parameters()}
+    import torch
+
+    # A parameter autograd never reached has no .grad; its gradient is zero.
+    grads = {name: torch.zeros_like(p) if p.grad is None else p.grad for name, p in model.named_parameters()}
     return {rule.spec.name: rule.torch_to_canonical(torch_to_numpy(grads[rule.torch_name])) for rule in weight_rules(config)}
 
 
@@ -191,15 +194,20 @@ def _compare(config, canonical, input_ids, seed, attention_mask, dtype) -> Parit
             randomness = FlaxRandomness(jax_rotation, buckets, None, None)
             return flax_layer.apply({"params": p}, a, b, jax_mask, randomness)
 
-        (f1, f2, _), vjp = jax.vjp(lambda p, a, b: apply_layer(p, a, b)[:2] + (None,), layer_params, jnp.asarray(x1.numpy()), jnp.asarray(x2.numpy()))
-        param_grads, g1, g2 = vjp((jnp.asarray(cotangents[0]), jnp.asarray(cotangents[1]), None))
+        def layer_vjp(p, a, b, c1, c2):
+            (out1, out2), pullback = jax.vjp(lambda p, a, b: apply_layer(p, a, b)[:2], p, a, b)
+            return out1, out2, pullback((c1, c2))
+
+        f1, f2, (param_grads, g1, g2) = layer_vjp(
+            layer_params, jnp.asarray(x1.numpy()), jnp.asarray(x2.numpy()), jnp.asarray(cotangents[0]), jnp.asarray(cotangents[1])
+        )
 
         agreement = None
         if kind is AttentionKind.LSH:
             _, _, own_buckets = apply_layer(layer_params, jnp.asarray(x1.numpy()), jnp.asarray(x2.numpy()), None)
             agreement = float(np.mean(np.asarray(own_buckets) == torch_buckets.numpy()))
 
-        flax_grads = {"x1": g1, "x2": g2, **_torch_named(layer_params_to_torch_names(config, index, param_grads))}
+        flax_grads = {"x1": g1, "x2": g2, **layer_params_to_torch_names(config, index, param_grads)}
         torch_grads = {name: torch_grads[name] for name in flax_grads}
         rows.append(
             _row(f"layer {index} ({kind.value})", ((y1, y2), (f1, f2)), (torch_grads, flax_grads), agreement, out_tol, grad_tol)
@@ -215,11 +223,14 @@ def _compare(config, canonical, input_ids, seed, attention_mask, dtype) -> Parit
     jax_ids = jnp.asarray(input_ids)
     jax_attention = None if attention_mask is None else jnp.asarray(attention_mask)
 
-    def loss_and_logits(p):
-        out = flax_model.apply({"params": p}, jax_ids, jax_attention, jax_ids, rotations=rotations, buckets=shared_buckets)
+    def loss_and_logits(p, ids, attention):
+        out = flax_model.apply({"params": p}, ids, attention, ids, rotations=rotations, buckets=shared_buckets)
         return out.loss, out.logits
 
-    (flax_loss, flax_logits), flax_param_grads = jax.value_and_grad(loss_and_logits, has_aux=True)(params)
+    # Eager, not jit: each new config would compile the whole model again, while
+    # eager dispatch reuses compiled operations across calls of the same shapes.
+    gradient_fn = jax.value_and_grad(loss_and_logits, has_aux=True)
+    (flax_loss, flax_logits), flax_param_grads = gradient_fn(params, jax_ids, jax_attention)
     rows.append(_row("logits", (torch_out.logits, flax_logits), None, None, out_tol, grad_tol))
     rows.append(
         _row(
@@ -261,7 +272,3 @@ def layer_params_to_torch_names(config: ReformerConfig, index: int, layer_grads:
         key = "/".join(rule.flax_path[1:])
         out[rule.torch_name[len(prefix):]] = rule.canonical_to_torch(np.asarray(flat[key]))
     return out
-
-
-def _torch_named(grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return grads
