@@ -25,8 +25,6 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 from reformer_cli import backends, checkpoints
@@ -109,6 +107,25 @@ def run_parity(config, model_file: Path, passage: np.ndarray, seed: int) -> tupl
     return result.to_markdown(), bool(result.passed), note
 
 
+def generate_samples(runners: tuple, prompt: bytes, args: argparse.Namespace, seed: int) -> list[SamplePair]:
+    """Continue `prompt` greedily and by sampling with (trained, converted) runners."""
+    samples = []
+    for sampling in (Sampling(seed=seed), Sampling(args.temperature, args.top_k, seed)):
+        trained, converted = (generate(runner, prompt, args.generate_bytes, sampling) for runner in runners)
+        samples.append(SamplePair(sampling.describe(), sampling.greedy, trained, converted))
+    return samples
+
+
+def first_lsh_buckets(runner: "backends.Runner", passage: np.ndarray, seed: int) -> tuple[int | None, np.ndarray | None]:
+    """Return the index of the first LSH layer and its (H, R, L_padded) buckets for `passage`, or (None, None)."""
+    config = runner.config
+    layer = next((i for i, kind in enumerate(config.attention_layers) if kind is AttentionKind.LSH), None)
+    if layer is None:
+        return None, None
+    buckets = runner.buckets(passage[None].astype(np.int32), portable_rotations(config, seed))
+    return layer, buckets[layer][0]
+
+
 def tensors_identical(first: Path, second: Path) -> bool:
     from weights_convert import load_checkpoint
 
@@ -176,19 +193,11 @@ def run_command(args: argparse.Namespace) -> int:
     lap("parity and held-out evaluation")
 
     prompt = held_out_prompt(corpus, args.prompt_bytes)
-    samples = []
-    for sampling in (Sampling(seed=settings.seed), Sampling(args.temperature, args.top_k, settings.seed)):
-        runs = [generate(runner, prompt, args.generate_bytes, sampling) for runner in (trainer, converted)]
-        samples.append(SamplePair(sampling.describe(), sampling.greedy, runs[0], runs[1]))
+    samples = generate_samples((trainer, converted), prompt, args, settings.seed)
     lap("generation")
 
-    bucket_layer = next((i for i, kind in enumerate(config.attention_layers) if kind is AttentionKind.LSH), None)
     bucket_passage = held_out_passage(corpus, settings.context)
-    bucket_plot: Any = None
-    if bucket_layer is not None:
-        layer_buckets = trainer.buckets(bucket_passage[None].astype(np.int32), portable_rotations(config, settings.seed))
-        bucket_plot = layer_buckets[bucket_layer][0]  # (H, R, L_padded) for the one passage
-
+    bucket_layer, bucket_plot = first_lsh_buckets(trainer, bucket_passage, settings.seed)
     data = ReportData(
         trained_framework=trained_framework.label,
         converted_framework=other_framework.label,

@@ -18,7 +18,7 @@ class CommandError(Exception):
 
 
 def reports_errors(command: Callable[..., int]) -> Callable[..., int]:
-    """Wrap a subcommand so a CommandError is logged as one message and the command returns EXIT_FAILED."""
+    """Wrap a subcommand: a CommandError is logged as one message and returns EXIT_FAILED, Ctrl-C returns EXIT_INTERRUPTED."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs) -> int:
@@ -27,5 +27,9 @@ def reports_errors(command: Callable[..., int]) -> Callable[..., int]:
         except CommandError as error:
             logger.error("%s", error)
             return EXIT_FAILED
+        except KeyboardInterrupt:
+            # Training handles Ctrl-C itself and saves a checkpoint; this catches it anywhere else.
+            logger.warning("Interrupted by Ctrl-C; files already written are complete, nothing is half-written.")
+            return EXIT_INTERRUPTED
 
     return wrapper

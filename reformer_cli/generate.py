@@ -6,8 +6,9 @@ only one input shape per chunk count occurs.
 
 Both frameworks get the same padded input and the same hashing rotations,
 `portable_rotations(config, seed)`. The next byte is chosen in numpy from
-float64 logits, so greedy decoding gives the same bytes in PyTorch and JAX
-unless two logits lie within float32 rounding of each other.
+float64 logits, so greedy decoding gives the same bytes in PyTorch and JAX.
+Two exceptions remain: two logits within float32 rounding of each other, and
+a rounding difference that moves a hashed vector across a bucket boundary.
 """
 
 from __future__ import annotations

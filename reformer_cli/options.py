@@ -40,17 +40,17 @@ class TrainSettings:
     """Training hyperparameters and schedule; the model itself is described by its ReformerConfig."""
 
     framework: Framework = Framework.TORCH
-    steps: int = 400  # total optimizer steps of the run, counting steps done before a resume
+    steps: int = 250  # total optimizer steps of the run, counting steps done before a resume
     batch_size: int = 1  # windows per step; one window is `context` bytes
     context: int = 4096  # bytes per training window; equals the model's max_length
     learning_rate: float = 2e-3  # peak learning rate, reached at the end of warmup
-    warmup_steps: int = 40  # linear warmup from 0 to the peak
+    warmup_steps: int = 25  # linear warmup from 0 to the peak
     min_lr_ratio: float = 0.1  # the cosine decay ends at learning_rate * min_lr_ratio
     weight_decay: float = 0.01  # decoupled AdamW decay, applied to matrices only (not biases or norms)
     clip_norm: float = 1.0  # gradients are rescaled when their global L2 norm exceeds this
-    eval_every: int = 100  # steps between held-out evaluations (plus one before training and one at the end)
+    eval_every: int = 50  # steps between held-out evaluations (plus one before training and one at the end)
     eval_windows: int = 4  # held-out windows of `context` bytes per evaluation
-    checkpoint_every: int = 100  # steps between checkpoints (plus one at the end and one on Ctrl-C)
+    checkpoint_every: int = 50  # steps between checkpoints (plus one at the end and one on Ctrl-C)
     keep_checkpoints: int = 2  # finished checkpoints kept in the run folder; older ones are deleted
     seed: int = 0  # seeds initialisation, data order, hashing and dropout
 
@@ -90,17 +90,17 @@ _TRAINING_FLAGS = {
     "min_lr_ratio": ("min_lr_ratio", "final learning rate of the cosine decay, as a fraction of the peak"),
     "weight_decay": ("weight_decay", "AdamW decoupled weight decay on matrices"),
     "clip": ("clip_norm", "maximum global L2 norm of the gradients"),
-    "eval_every": ("eval_every", "steps between held-out evaluations (default: a quarter of --steps)"),
+    "eval_every": ("eval_every", "steps between held-out evaluations (default: a fifth of --steps)"),
     "eval_windows": ("eval_windows", "held-out windows of one context per evaluation"),
-    "checkpoint_every": ("checkpoint_every", "steps between checkpoints (default: a quarter of --steps)"),
+    "checkpoint_every": ("checkpoint_every", "steps between checkpoints (default: a fifth of --steps)"),
     "keep_checkpoints": ("keep_checkpoints", "finished checkpoints to keep"),
     "seed": ("seed", "seed for initialisation, data order, hashing and dropout"),
 }
 # Flags whose default follows --steps in a new run: flag -> steps -> value.
 _PER_STEPS_DEFAULTS = {
     "warmup": lambda steps: steps // 10,
-    "eval_every": lambda steps: max(1, steps // 4),
-    "checkpoint_every": lambda steps: max(1, steps // 4),
+    "eval_every": lambda steps: max(1, steps // 5),
+    "checkpoint_every": lambda steps: max(1, steps // 5),
 }
 _FLOAT_FLAGS = {"lr", "min_lr_ratio", "weight_decay", "clip"}
 _ZERO_ALLOWED = {"warmup", "seed"}

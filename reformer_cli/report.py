@@ -122,23 +122,33 @@ def shared_bucket_counts(buckets: np.ndarray) -> np.ndarray:
     return (buckets[:, :, None] == buckets[:, None, :]).sum(axis=0)
 
 
-def plot_buckets(buckets: np.ndarray, layer: int, passage: bytes, path: Path) -> None:
-    """Plot head 0's buckets of one LSH layer for the first positions of a passage.
+def most_spread_head(buckets: np.ndarray) -> int:
+    """Return the head whose (R, L) buckets take the most distinct values, summed over rounds.
 
-    Left: the bucket of each position in each hash round. Right: how many
-    rounds each pair of positions shares a bucket in, for keys at or before
-    the query, the only ones a causal query can attend to.
+    A trained head may put nearly every position of a passage in one bucket,
+    which makes a dull plot, so the plot shows the head that spreads them most.
     """
-    head = buckets[0]  # (R, L) for head 0
-    positions = min(_BUCKET_PLOT_POSITIONS, head.shape[1], len(passage))
-    head = head[:, :positions]
+    return int(np.argmax([sum(np.unique(rounds).size for rounds in head) for head in buckets]))
+
+
+def plot_buckets(buckets: np.ndarray, layer: int, passage: bytes, path: Path) -> None:
+    """Plot one head's buckets of one LSH layer for the first positions of a passage.
+
+    `buckets` is (H, R, L) for the passage. Left: the bucket of each position
+    in each hash round. Right: how many rounds each pair of positions shares a
+    bucket in, for keys at or before the query, the only ones a causal query
+    can attend to.
+    """
+    positions = min(_BUCKET_PLOT_POSITIONS, buckets.shape[-1], len(passage))
+    head_index = most_spread_head(buckets[:, :, :positions])
+    head = buckets[head_index, :, :positions]  # (R, positions)
     rounds = head.shape[0]
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 5), dpi=120)
     for r in range(rounds):
         left.scatter(np.arange(positions), head[r], s=10, label=f"round {r + 1}")
     left.set_xlabel("position in passage")
     left.set_ylabel("bucket")
-    left.set_title(f"LSH layer {layer}, head 0: bucket per position")
+    left.set_title(f"LSH layer {layer}, head {head_index} of {buckets.shape[0]}: bucket per position")
     left.legend(fontsize="small")
     left.grid(alpha=0.3)
 
@@ -226,8 +236,9 @@ def render_markdown(data: ReportData) -> str:
         lines += ["The model has no LSH layer.", ""]
     else:
         lines += [
-            f"Buckets of layer {data.bucket_layer} (head 0) for the first {_BUCKET_PLOT_POSITIONS} bytes of a "
-            "held-out passage, with rotations drawn from the run's seed:",
+            f"Buckets of LSH layer {data.bucket_layer} for the first {_BUCKET_PLOT_POSITIONS} bytes of a held-out "
+            "passage, with rotations drawn from the run's seed. The plot shows the head whose buckets are most "
+            "spread out:",
             "",
             "![LSH buckets](lsh_buckets.png)",
             "",

@@ -5,8 +5,8 @@ Each step draws its windows and its hashing and dropout randomness from
 the uninterrupted run would have.
 
 The first Ctrl-C stops the run after the step in progress, which then saves a
-checkpoint and exits with status 130. A second Ctrl-C stops at once, still saving unless
-parameters were half-updated, in which case the previous checkpoint stands.
+checkpoint and exits with status 130. A second Ctrl-C stops at once. It still saves
+unless parameters were half-updated, and then the previous checkpoint is kept.
 """
 
 from __future__ import annotations
@@ -151,8 +151,14 @@ def run_training(
         return loss
 
     stop = _StopRequest()
+    # disable=None lets tqdm hide the bar when stderr is not a terminal (CI logs, redirected output).
     bar = tqdm(
-        total=settings.steps, initial=state.step, disable=not progress, unit="step", dynamic_ncols=True, desc=settings.framework.label
+        total=settings.steps,
+        initial=state.step,
+        disable=None if progress else True,
+        unit="step",
+        dynamic_ncols=True,
+        desc=settings.framework.label,
     )
     try:
         with stop.installed(), logging_redirect_tqdm(), bar:

@@ -44,6 +44,17 @@ def test_demo_end_to_end(run_cli, text_dir: Path, tmp_path: Path, capsys: pytest
     assert (out / "model-jax.safetensors").is_file()
 
 
+@pytest.mark.slow
+def test_demo_trains_in_jax(run_cli, text_dir: Path, tmp_path: Path):
+    out = tmp_path / "demo"
+    assert run_cli("demo", "--out", out, "--text", text_dir, "--framework", "jax", *SHORT_DEMO) == 0
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert metrics["trained_framework"] == "JAX/Flax"
+    assert metrics["round_trip_exact"] is True
+    assert metrics["samples"][0]["identical"]
+    assert (out / "model-torch.safetensors").is_file()
+
+
 def test_demo_interrupt_then_resume(run_cli, text_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from reformer_cli import train
 

@@ -104,4 +104,4 @@ def test_generate_command_reports_missing_model(run_cli, tmp_path: Path, caplog:
     assert run_cli("generate", tmp_path / "missing.safetensors", "--prompt", "x") == 1
     assert "does not exist" in caplog.text
     assert run_cli("generate", tmp_path, "--prompt", "x") == 1
-    assert "holds no finished checkpoint" in caplog.text
+    assert "contains no finished checkpoint" in caplog.text
