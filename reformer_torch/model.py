@@ -47,8 +47,10 @@ class ReformerLM(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Initialise as the canonical parameter table says: kernels, embeddings and
-        position tables N(0, initializer_std), norm scales 1, biases 0."""
+        """Initialise as the canonical parameter table specifies.
+
+        Kernels, embeddings and position tables are N(0, initializer_std), norm scales 1, biases 0.
+        """
         std = self.config.initializer_std
         with torch.no_grad():
             for module in self.modules():
@@ -95,10 +97,15 @@ class ReformerLM(nn.Module):
         expected = [rotation_shape(self.config) if kind is AttentionKind.LSH else None for kind in self.config.attention_layers]
         validation.check_rotations(rotations, expected)
         device, dtype = self.lm_head.bias.device, self.lm_head.bias.dtype
-        return [
-            None if r is None or shape is None else torch.as_tensor(np.asarray(r) if not isinstance(r, Tensor) else r).to(device, dtype)
-            for r, shape in zip(rotations, expected)
-        ]
+        prepared: list[Tensor | None] = []
+        for rotation, shape in zip(rotations, expected):
+            if rotation is None or shape is None:
+                prepared.append(None)
+                continue
+            if not isinstance(rotation, Tensor):
+                rotation = torch.as_tensor(np.asarray(rotation))
+            prepared.append(rotation.to(device, dtype))
+        return prepared
 
     def _prepare_buckets(self, buckets: Sequence | None, batch_and_length: tuple[int, int]) -> list[Tensor | None]:
         config = self.config
@@ -133,8 +140,8 @@ class ReformerLM(nn.Module):
         example `reformer_spec.hashing.portable_rotations`; drawn from
         `generator` when not given. buckets: one (B, H, R, L_padded) int tensor
         per layer (None at non-LSH layers), used instead of hashing, for example
-        the `buckets` of an earlier output; this separates arithmetic from
-        hashing when two models are compared. Dropout seeds (in training) come
+        the `buckets` of an earlier output. Shared buckets separate arithmetic
+        from hashing when two models are compared. Dropout seeds (in training) come
         from `generator` too, or from the default generator when it is None.
         """
         self._check_inputs(input_ids, attention_mask)

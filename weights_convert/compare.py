@@ -18,7 +18,7 @@ from reformer_spec.tolerances import Tolerance
 
 @dataclasses.dataclass(frozen=True)
 class Difference:
-    """How one leaf of `actual` differs from the same leaf of `expected`."""
+    """The difference between one leaf of `actual` and the same leaf of `expected`."""
 
     path: str
     max_abs: float  # max |actual - expected|
@@ -67,7 +67,10 @@ def compare_arrays(path: str, expected: Any, actual: Any) -> Difference:
     flat = int(np.argmax(error))
     max_abs = float(error.reshape(-1)[flat])
     reference_max = float(np.max(np.abs(reference)))
-    max_rel = max_abs / reference_max if reference_max > 0 else (0.0 if max_abs == 0 else np.inf)
+    if reference_max > 0:
+        max_rel = max_abs / reference_max
+    else:
+        max_rel = 0.0 if max_abs == 0 else np.inf
     return Difference(path, max_abs, max_rel, reference_max, tuple(int(i) for i in np.unravel_index(flat, reference.shape)))
 
 
@@ -83,5 +86,5 @@ def compare_trees(expected: Any, actual: Any) -> list[Difference]:
 
 
 def worst(differences: list[Difference]) -> Difference:
-    """The difference with the largest relative error (ties broken by absolute error)."""
+    """Return the difference with the largest relative error (ties broken by absolute error)."""
     return max(differences, key=lambda d: (d.max_rel, d.max_abs))
