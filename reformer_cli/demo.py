@@ -56,12 +56,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "parity on held-out text, generate from the same prompt in both, and write a report. The "
         "defaults take about 10 minutes on a 2-core CPU.",
     )
-    parser.add_argument("--out", type=Path, default=Path("reformer-demo"), help="output folder (default: %(default)s)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports/demo"),
+        help="output folder for the training run, the converted model and the report (default: %(default)s)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue the training run in OUT/run")
     parser.add_argument("--report", type=Path, help="report folder (default: OUT/report)")
     group = parser.add_argument_group("generation and checks")
     group.add_argument("--prompt-bytes", type=positive_int, default=160, help="bytes of held-out text used as the prompt (default: %(default)s)")
-    group.add_argument("--generate-bytes", type=positive_int, default=200, help="bytes generated per sample (default: %(default)s)")
+    group.add_argument("--generate-bytes", type=positive_int, default=160, help="bytes generated per sample (default: %(default)s)")
     group.add_argument("--temperature", type=non_negative_float, default=0.8, help="temperature of the sampled continuation (default: %(default)s)")
     group.add_argument("--top-k", type=non_negative_int, default=40, help="top-k of the sampled continuation (default: %(default)s)")
     group.add_argument("--parity-length", type=positive_int, help="bytes of held-out text for the parity check (default: the context)")

@@ -40,17 +40,17 @@ class TrainSettings:
     """Training hyperparameters and schedule; the model itself is described by its ReformerConfig."""
 
     framework: Framework = Framework.TORCH
-    steps: int = 250  # total optimizer steps of the run, counting steps done before a resume
+    steps: int = 200  # total optimizer steps of the run, counting steps done before a resume
     batch_size: int = 1  # windows per step; one window is `context` bytes
     context: int = 4096  # bytes per training window; equals the model's max_length
     learning_rate: float = 2e-3  # peak learning rate, reached at the end of warmup
-    warmup_steps: int = 25  # linear warmup from 0 to the peak
+    warmup_steps: int = 20  # linear warmup from 0 to the peak
     min_lr_ratio: float = 0.1  # the cosine decay ends at learning_rate * min_lr_ratio
     weight_decay: float = 0.01  # decoupled AdamW decay, applied to matrices only (not biases or norms)
     clip_norm: float = 1.0  # gradients are rescaled when their global L2 norm exceeds this
-    eval_every: int = 50  # steps between held-out evaluations (plus one before training and one at the end)
+    eval_every: int = 40  # steps between held-out evaluations (plus one before training and one at the end)
     eval_windows: int = 4  # held-out windows of `context` bytes per evaluation
-    checkpoint_every: int = 50  # steps between checkpoints (plus one at the end and one on Ctrl-C)
+    checkpoint_every: int = 40  # steps between checkpoints (plus one at the end and one on Ctrl-C)
     keep_checkpoints: int = 2  # finished checkpoints kept in the run folder; older ones are deleted
     seed: int = 0  # seeds initialisation, data order, hashing and dropout
 
@@ -84,7 +84,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
 _TRAINING_FLAGS = {
     "steps": ("steps", "total optimizer steps, counting those before a resume"),
     "batch_size": ("batch_size", "windows per step"),
-    "context": ("context", "bytes per window, also the model's max_length (at least 4096 to exercise long context)"),
+    "context": ("context", "bytes per window, also the model's max_length; a multiple of --chunk-length"),
     "lr": ("learning_rate", "peak learning rate after warmup"),
     "warmup": ("warmup_steps", "steps of linear learning-rate warmup (default: 10%% of --steps)"),
     "min_lr_ratio": ("min_lr_ratio", "final learning rate of the cosine decay, as a fraction of the peak"),

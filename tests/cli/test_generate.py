@@ -105,3 +105,11 @@ def test_generate_command_reports_missing_model(run_cli, tmp_path: Path, caplog:
     assert "does not exist" in caplog.text
     assert run_cli("generate", tmp_path, "--prompt", "x") == 1
     assert "contains no finished checkpoint" in caplog.text
+
+
+def test_generate_command_ctrl_c_exits_130(run_cli, model_file: Path, monkeypatch: pytest.MonkeyPatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("reformer_cli.generate.generate", interrupted)
+    assert run_cli("generate", model_file, "--prompt", "def ") == 130
