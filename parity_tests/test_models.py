@@ -67,6 +67,7 @@ def case_id(values: dict) -> str:
     return "-".join(f"{key}={value}" for key, value in values.items()).replace(" ", "")
 
 
+# CI runs the first covering case; the slow marker runs every covering case and 30 random ones.
 FAST = covering_cases()
 FULL = covering_cases() + random_cases(30, seed=1)
 
@@ -82,7 +83,7 @@ def run_case(values: dict, dtype: str):
     return report
 
 
-@pytest.mark.parametrize("values", FAST, ids=case_id)
+@pytest.mark.parametrize("values", FAST[:1], ids=case_id)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_matrix_fast(values, dtype):
     run_case(values, dtype)
@@ -121,11 +122,16 @@ def small_configs(draw):
     return config, length
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(small_configs(), st.integers(0, 2**16))
-def test_random_small_configs(config_and_length, seed):
+def check_random_config(config_and_length, seed):
     config, length = config_and_length
     canonical = random_canonical(config, seed=seed)
     ids = np.random.default_rng(seed).integers(0, config.vocab_size, size=(2, length))
     report = compare_frameworks(config, canonical, ids, seed=seed, dtype="float64")
     assert report.passed, report.to_markdown()
+
+
+@pytest.mark.slow
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_configs(), st.integers(0, 2**16))
+def test_random_small_configs(config_and_length, seed):
+    check_random_config(config_and_length, seed)

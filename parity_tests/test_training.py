@@ -20,7 +20,7 @@ STEPS = 5
 LEARNING_RATE, BETAS, EPS, WEIGHT_DECAY = 3e-3, (0.9, 0.98), 1e-8, 0.01
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.slow)])
 def test_adamw_steps_agree(dtype):
     """Five AdamW steps give the same losses and weights, within the spec's training tolerance."""
     config = make_config(attention_layers=("lsh", "local"))
