@@ -62,11 +62,12 @@ def compare_arrays(path: str, expected: Any, actual: Any) -> Difference:
         raise ValueError(f"{path}: shapes differ, expected {reference.shape} but got {other.shape}.")
     if reference.size == 0:
         return Difference(path, 0.0, 0.0, 0.0, ())
-    error = np.abs(other - reference)
-    error = np.where(np.isnan(error), np.inf, error)  # a NaN on either side is the worst possible difference
+    both_nan = np.isnan(reference) & np.isnan(other)  # for example the loss of a one-token sequence, on both sides
+    error = np.where(both_nan, 0.0, np.abs(other - reference))
+    error = np.where(np.isnan(error), np.inf, error)  # a NaN on one side only is the worst possible difference
     flat = int(np.argmax(error))
     max_abs = float(error.reshape(-1)[flat])
-    reference_max = float(np.max(np.abs(reference)))
+    reference_max = float(np.max(np.abs(np.where(both_nan, 0.0, reference))))
     if reference_max > 0:
         max_rel = max_abs / reference_max
     else:
