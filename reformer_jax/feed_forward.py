@@ -21,7 +21,7 @@ def activate(x: Array, activation: Activation) -> Array:
 
 
 def _chunk_step(module: "ChunkedFeedForward", carry: None, chunk_and_key: tuple) -> tuple[None, Array]:
-    """One step of the scan over chunks: (B, C, D) -> (B, C, D)."""
+    """Apply the block to one chunk, (B, C, D) -> (B, C, D), as one step of the scan over chunks."""
     chunk, dropout_key = chunk_and_key
     return carry, module.block(chunk, dropout_key)
 

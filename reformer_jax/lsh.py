@@ -18,11 +18,11 @@ LSH attention, step by step, for one layer:
    weight each round by its share of the total attention mass.
 
 Unlike the PyTorch twin, `lsh_attention` gathers through `sort_slots` and
-`unsort_slots`, whose VJPs are gathers by the inverse permutation (as in
-Trax) instead of JAX's default scatter-add into a zero buffer. The values are
-the same; the reason is memory: XLA:CPU materialises those zero buffers at
-program start, for every layer at once, which made the reversible backward
-grow with depth.
+`unsort_slots`. Their transposes are gathers by the inverse permutation (as
+in Trax), not JAX's default scatter-add into a zero buffer. The values are
+the same. The reason is memory: XLA:CPU materialises those zero buffers at
+program start, for every layer at once, so the reversible backward grew with
+depth.
 
 Integer outputs (buckets, sort permutations) use JAX's default integer type:
 int32, or int64 when `jax_enable_x64` is on.
@@ -30,12 +30,12 @@ int32, or int64 when `jax_enable_x64` is on.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import linear_call
 
 from reformer_spec.axes import KEY_NORM_EPS, MASK_VALUE, SELF_MASK_VALUE
 
@@ -109,48 +109,37 @@ def undo_sort(x: Array, undo: Array) -> Array:
 
 
 def sort_slots(x: Array, slots: Array, undo: Array) -> Array:
-    """Gather x (B, H, L, ...) into sorted order (B, H, S, ...), with a gather as VJP.
+    """Gather x (B, H, L, ...) into sorted order (B, H, S, ...); its transpose is a gather too.
 
     slots and undo (B, H, S) are the permutation and its inverse from `sort_by_bucket`.
     """
-    return _sort_slots(x.shape[2], x, slots, undo)
+    length = x.shape[2]
+
+    def gather(permutations: tuple[Array, Array], x: Array) -> Array:
+        slots, _ = permutations
+        return gather_slots(x, slots % length)
+
+    def transpose(permutations: tuple[Array, Array], grad: Array) -> Array:
+        # Token t sits in R slots, one per round: put the slots back in
+        # (round, position) order and add up each token's R rounds.
+        _, undo = permutations
+        batch, heads = grad.shape[:2]
+        per_round = undo_sort(grad, undo).reshape((batch, heads, -1, length) + grad.shape[3:])  # (B, H, R, L, ...)
+        return jnp.sum(per_round, axis=2)
+
+    return linear_call(gather, transpose, (slots, undo), x)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _sort_slots(length: int, x: Array, slots: Array, undo: Array) -> Array:
-    return gather_slots(x, slots % length)
-
-
-def _sort_slots_forward(length: int, x: Array, slots: Array, undo: Array) -> tuple[Array, Array]:
-    return _sort_slots(length, x, slots, undo), undo
-
-
-def _sort_slots_backward(length: int, undo: Array, grad: Array) -> tuple:
-    batch, heads = grad.shape[:2]
-    # Token t sits in R slots, one per round: put the slots back in (round,
-    # position) order and add up each token's R rounds.
-    per_round = undo_sort(grad, undo).reshape((batch, heads, -1, length) + grad.shape[3:])  # (B, H, R, L, ...)
-    return jnp.sum(per_round, axis=2), None, None
-
-
-_sort_slots.defvjp(_sort_slots_forward, _sort_slots_backward)
-
-
-@jax.custom_vjp
 def unsort_slots(x: Array, slots: Array, undo: Array) -> Array:
-    """`undo_sort` of x (B, H, S, ...), whose VJP gathers by `slots`, the inverse permutation."""
-    return undo_sort(x, undo)
+    """`undo_sort` of x (B, H, S, ...), whose transpose gathers by `slots`, the inverse permutation."""
 
+    def gather(permutations: tuple[Array, Array], x: Array) -> Array:
+        return undo_sort(x, permutations[1])
 
-def _unsort_slots_forward(x: Array, slots: Array, undo: Array) -> tuple[Array, Array]:
-    return unsort_slots(x, slots, undo), slots
+    def transpose(permutations: tuple[Array, Array], grad: Array) -> Array:
+        return gather_slots(grad, permutations[0])
 
-
-def _unsort_slots_backward(slots: Array, grad: Array) -> tuple:
-    return gather_slots(grad, slots), None, None
-
-
-unsort_slots.defvjp(_unsort_slots_forward, _unsort_slots_backward)
+    return linear_call(gather, transpose, (slots, undo), x)
 
 
 def split_chunks(x: Array, chunk_length: int) -> Array:

@@ -96,14 +96,19 @@ class ReformerLM(nn.Module):
             )
 
     def _must_hash(self, buckets: Sequence | None) -> bool:
-        """Whether some LSH layer hashes, because the caller gave no buckets for it."""
+        """Return whether some LSH layer must hash, because the caller gave no buckets for it."""
         return any(
             kind is AttentionKind.LSH and (buckets is None or buckets[i] is None)
             for i, kind in enumerate(self.config.attention_layers)
         )
 
-    def _check_rotations(self, rotations: Sequence | None, buckets: Sequence | None) -> None:
+    def _check_randomness(self, rotations: Sequence | None, buckets: Sequence | None, padded_shape: tuple[int, int]) -> None:
+        """Check the given buckets and rotations, and that LSH layers without buckets can hash."""
         config = self.config
+        if buckets is not None:
+            batch, length = padded_shape
+            shape = (batch, config.n_heads, config.n_hashes, length)
+            validation.check_buckets(buckets, [shape if kind is AttentionKind.LSH else None for kind in config.attention_layers])
         if rotations is not None:
             expected = [rotation_shape(config) if kind is AttentionKind.LSH else None for kind in config.attention_layers]
             validation.check_rotations(rotations, expected)
@@ -125,15 +130,13 @@ class ReformerLM(nn.Module):
             for r, kind in zip(rotations, self.config.attention_layers)
         ]
 
-    def _prepare_buckets(self, buckets: Sequence | None, batch_and_length: tuple[int, int]) -> list[Array | None]:
-        config = self.config
+    def _prepare_buckets(self, buckets: Sequence | None) -> list[Array | None]:
         if buckets is None:
-            return [None] * config.n_layers
-        batch, length = batch_and_length
-        shape = (batch, config.n_heads, config.n_hashes, length)
-        expected = [shape if kind is AttentionKind.LSH else None for kind in config.attention_layers]
-        validation.check_buckets(buckets, expected)
-        return [None if b is None or s is None else jnp.asarray(b).astype(int) for b, s in zip(buckets, expected)]
+            return [None] * self.config.n_layers
+        return [
+            None if b is None or kind is not AttentionKind.LSH else jnp.asarray(b).astype(int)
+            for b, kind in zip(buckets, self.config.attention_layers)
+        ]
 
     # ---------------------------------------------------------------- forward
 
@@ -157,17 +160,17 @@ class ReformerLM(nn.Module):
         `reformer_spec.hashing.portable_rotations`; drawn from the `hash` rng
         stream when not given. buckets: one (B, H, R, L_padded) int array per
         layer (None at non-LSH layers), used instead of hashing, for example
-        the `buckets` of an earlier output; this separates arithmetic from
+        the `buckets` of an earlier output. They separate arithmetic from
         hashing when two models are compared. `deterministic=False` turns
         dropout on, with keys from the `dropout` rng stream.
         """
         self._check_inputs(input_ids, attention_mask)
-        self._check_rotations(rotations, buckets)
         config = self.config
         batch, length = input_ids.shape
+        padded_length = config.padded_length(length)
+        self._check_randomness(rotations, buckets, (batch, padded_length))
 
         # Pad to whole chunks; padded positions are masked as keys and trimmed from the outputs.
-        padded_length = config.padded_length(length)
         input_ids = jnp.asarray(input_ids)
         padding_mask = None if attention_mask is None else jnp.asarray(attention_mask).astype(bool)
         if padded_length != length:
@@ -188,7 +191,7 @@ class ReformerLM(nn.Module):
 
         hidden = self.embeddings(input_ids, embed_key)  # (B, L, D)
         layer_rotations = self._prepare_rotations(rotations, buckets, hidden.dtype)
-        layer_buckets = self._prepare_buckets(buckets, (batch, padded_length))
+        layer_buckets = self._prepare_buckets(buckets)
         randomness = [
             LayerRandomness(r, b, keys[2 * i], keys[2 * i + 1])
             for i, (r, b) in enumerate(zip(layer_rotations, layer_buckets))

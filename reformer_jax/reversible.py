@@ -6,8 +6,8 @@ One layer maps two streams (x1, x2) to (y1, y2):
     y2 = x2 + FeedForward(y1)      x1 = y1 - Attention(x2)
 
 The right-hand column is the inverse, so a layer's inputs can be rebuilt from
-its outputs. `reversible_stack` keeps only the outputs of the last layer (and
-each LSH layer's integer buckets); its backward walks the layers top-down,
+its outputs. `reversible_stack` keeps only the outputs of the last layer and
+each LSH layer's integer buckets. Its backward walks the layers top-down,
 rebuilds each layer's inputs, recomputes the two halves under `jax.vjp`, and
 pulls the output cotangents back through them. Activation memory therefore
 does not grow with depth.
@@ -179,11 +179,11 @@ def reversible_stack(
     padding_mask: Array | None,
     randomness: list[LayerRandomness],
 ) -> tuple[Array, Array, list[Array | None]]:
-    """Run every layer on (x1, x2), each (B, L, D); returns (y1, y2, buckets per layer).
+    """Run every layer on (x1, x2), each (B, L, D), and return (y1, y2, buckets per layer).
 
     `params[i]` is layer i's parameter tree ({"attention": ..., "feed_forward": ...}).
-    The gradient is computed by `_stack_backward`, which stores no activations
-    of intermediate layers.
+    `_stack_backward` computes the gradient; no activation of an intermediate
+    layer is kept for it.
     """
     outputs, _ = _stack_forward(config, params, x1, x2, padding_mask, randomness)
     return outputs

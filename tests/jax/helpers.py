@@ -61,13 +61,20 @@ def random_params(config: ReformerConfig, seed: int = 0, dtype: Any = np.float32
     return {"params": params}
 
 
-def perturb(tree: Any, seed: int, dtype: Any, scale: float = 0.1) -> Any:
-    """Cast every leaf to `dtype` and add independent N(0, scale^2) noise, so no weight stays at an init constant.
+def random_like(tree: Any, seed: int, dtype: Any) -> Any:
+    """Random values in the shapes of `tree` (arrays or jax.ShapeDtypeStruct): N(1, 0.1^2) for norm scales, N(0, 0.3^2) else.
 
-    Flax initialises float32 parameters even with x64 on, so float64 tests must cast.
+    Used with `jax.eval_shape(module.init, ...)`, so a test gets parameters
+    without compiling an initialisation.
     """
     generator = np.random.default_rng(seed)
-    return jax.tree.map(lambda p: jnp.asarray(np.asarray(p, np.float64) + scale * generator.standard_normal(p.shape), dtype), tree)
+
+    def draw(path, leaf):
+        if getattr(path[-1], "key", None) == "scale":
+            return jnp.asarray(1.0 + 0.1 * generator.standard_normal(leaf.shape), dtype)
+        return jnp.asarray(0.3 * generator.standard_normal(leaf.shape), dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, tree)
 
 
 # ------------------------------------------------------------- compiled calls

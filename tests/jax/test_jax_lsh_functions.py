@@ -12,6 +12,13 @@ from reformer_spec.axes import KEY_NORM_EPS, MASK_VALUE, SELF_MASK_VALUE
 from reformer_jax import lsh
 
 
+# Compiled once per shape and setting: XLA:CPU takes seconds per program, far longer than op by op would.
+lsh_attention = jax.jit(
+    lsh.lsh_attention,
+    static_argnames=("n_buckets", "chunk_length", "chunks_before", "chunks_after", "causal", "same_bucket_only"),
+)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
@@ -140,7 +147,7 @@ def test_one_chunk_lsh_equals_full_shared_qk_attention(rng, float64, causal, sam
         # key two or three times, which leaves the softmax distribution unchanged.
         before, after = 1, int(not causal)
     buckets = lsh.hash_vectors(query_keys, rotations, (2,))
-    output = lsh.lsh_attention(
+    output = lsh_attention(
         query_keys, values, buckets, None, n_buckets=2, chunk_length=length, chunks_before=before, chunks_after=after,
         causal=causal, same_bucket_only=same_bucket_only,
     )
@@ -154,7 +161,7 @@ def test_causal_first_token_returns_its_own_value(rng, float64, n_rounds):
     values = jnp.asarray(rng.standard_normal((1, 2, 16, 4)))
     rotations = jnp.asarray(rng.standard_normal((2, 4, n_rounds, 2)))
     buckets = lsh.hash_vectors(query_keys, rotations, (4,))
-    output = lsh.lsh_attention(
+    output = lsh_attention(
         query_keys, values, buckets, None, n_buckets=4, chunk_length=4, chunks_before=1, chunks_after=0, causal=True,
         same_bucket_only=True,
     )
@@ -172,11 +179,11 @@ def test_query_gradient_flows_through_round_weights(rng, float64, monkeypatch):
     def total(qk):
         return jnp.sum(lsh.lsh_attention(qk, values, buckets, None, **kwargs))
 
-    full = jax.grad(total)(query_keys)
+    full = jax.jit(jax.grad(total))(query_keys)
     # Same computation with the round weights frozen: the gradient must differ.
     original = lsh.combine_hash_rounds
     monkeypatch.setattr(lsh, "combine_hash_rounds", lambda out, lse: original(out, jax.lax.stop_gradient(lse)))
-    frozen = jax.grad(total)(query_keys)
+    frozen = jax.jit(jax.grad(total))(query_keys)
     assert float(jnp.max(jnp.abs(full - frozen))) > 1e-6
 
 
