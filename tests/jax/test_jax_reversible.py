@@ -17,7 +17,9 @@ from tests.jax.helpers import assert_trees_close, loss_and_grads, make_config, r
 
 def test_reversible_gradients_equal_plain_autodiff(float64):
     """The recomputing backward gives autodiff's gradients, dropout included (masks replayed from the same keys)."""
-    config = make_config(attention_layers=("lsh", "local"), hidden_dropout=0.2, attention_dropout=0.2, ff_dropout=0.2)
+    config = make_config(
+        attention_layers=("lsh", "local"), ff_chunk_size=4, hidden_dropout=0.2, attention_dropout=0.2, ff_dropout=0.2
+    )
     variables = random_params(config, dtype=np.float64)
     ids = random_ids(config, 2, 29)
     rotations = portable_rotations(config, 5)
