@@ -24,7 +24,7 @@ DESCRIPTION = textwrap.dedent(
     Every conversion checks the whole weight set against the config: a
     missing, unused or misshaped tensor stops it with the tensor's name.
     Values are copied bit for bit (reshapes and transposes only) unless
-    --dtype asks for a cast. DST is written to a temporary file and renamed,
+    --dtype requests a cast. DST is written to a temporary file and renamed,
     so a failed conversion leaves nothing under the target name.
     """
 )

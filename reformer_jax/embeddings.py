@@ -47,7 +47,7 @@ class Embeddings(nn.Module):
             self.position_table = self.param("position_table", normal, (config.max_length, config.d_model))
 
     def positions(self, length: int) -> Array:
-        """The first `length` rows of the position table: (L, D)."""
+        """Return the first `length` rows of the position table: (L, D)."""
         if self.config.positions is PositionKind.AXIAL:
             return axial_table(self.axial)[:length]
         return self.position_table[:length]

@@ -292,7 +292,7 @@ def lsh_attention(
     """
     batch, heads, n_rounds, length = buckets.shape
     slots, undo = sort_by_bucket(buckets, n_buckets)  # (B, H, S)
-    positions = slots % length  # (B, H, S): the token each sorted slot holds
+    positions = slots % length  # (B, H, S): the token in each sorted slot
 
     sorted_query_keys = sort_slots(query_keys, slots, undo)  # (B, H, S, K)
     sorted_values = sort_slots(values, slots, undo)  # (B, H, S, K)

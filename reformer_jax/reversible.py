@@ -37,7 +37,7 @@ Params = dict[str, Any]
 
 @flax.struct.dataclass
 class LayerRandomness:
-    """What one layer's forward drew, so the backward can replay it."""
+    """The randomness one layer's forward used, kept so the backward can replay it."""
 
     rotations: Array | None  # (H, K, R, Z) for LSH layers, else None
     buckets: Array | None  # (B, H, R, L) given by the caller instead of hashing, else None

@@ -40,7 +40,7 @@ class Embeddings(nn.Module):
             self.position_table = nn.Parameter(torch.empty(config.max_length, config.d_model))
 
     def positions(self, length: int) -> Tensor:
-        """The first `length` rows of the position table: (L, D)."""
+        """Return the first `length` rows of the position table: (L, D)."""
         if self.config.positions is PositionKind.AXIAL:
             weights = [getattr(self, f"axial_{axis}") for axis in range(len(self.config.axial_shape))]
             return axial_table(weights)[:length]

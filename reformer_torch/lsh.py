@@ -241,7 +241,7 @@ def lsh_attention(
     """
     batch, heads, n_rounds, length = buckets.shape
     slots, undo = sort_by_bucket(buckets, n_buckets)  # (B, H, S)
-    positions = slots % length  # (B, H, S): the token each sorted slot holds
+    positions = slots % length  # (B, H, S): the token in each sorted slot
 
     sorted_query_keys = gather_slots(query_keys, positions)  # (B, H, S, K)
     sorted_values = gather_slots(values, positions)  # (B, H, S, K)

@@ -32,7 +32,7 @@ from reformer_torch.randomness import seeded_generator
 
 @dataclasses.dataclass(frozen=True)
 class LayerRandomness:
-    """What one layer's forward drew, so the backward can replay it."""
+    """The randomness one layer's forward used, kept so the backward can replay it."""
 
     rotations: Tensor | None  # (H, K, R, Z) for LSH layers, else None
     buckets: Tensor | None  # (B, H, R, L) given by the caller instead of hashing, else None

@@ -40,7 +40,7 @@ def _check_shape(name: str, shape: tuple[int, ...], expected: tuple[int, ...], s
 
 
 def _check_one_dtype(arrays: Mapping[str, np.ndarray], source: str) -> None:
-    """All floating tensors of one weight set share one dtype; mixing means a half-converted set."""
+    """Raise unless every tensor of the set has one dtype, because mixed dtypes mean a half-converted set."""
     first_name, first = next(iter(arrays.items()))
     for name, array in arrays.items():
         if array.dtype != first.dtype:
@@ -87,7 +87,7 @@ def load_into_torch(model, canonical: Mapping[str, np.ndarray]) -> None:
     for name, tensor in state.items():
         if tensor.dtype != current[name].dtype:
             raise ConversionError(
-                f"tensor {name!r} has dtype {tensor.dtype} but the model holds {current[name].dtype}; "
+                f"tensor {name!r} has dtype {tensor.dtype} but the model has {current[name].dtype}; "
                 f"convert the model first (model.to({tensor.dtype}))."
             )
     model.load_state_dict(state, strict=True)

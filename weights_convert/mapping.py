@@ -20,7 +20,7 @@ from reformer_spec.parameters import ParameterSpec, parameter_table
 
 @dataclasses.dataclass(frozen=True)
 class WeightRule:
-    """Where one canonical parameter lives in each framework, and how its layout changes."""
+    """The location and layout of one canonical parameter in each framework."""
 
     spec: ParameterSpec
     torch_name: str
@@ -79,7 +79,7 @@ def _torch_rule(spec: ParameterSpec) -> tuple[str, int]:
 
 
 def weight_rules(config: ReformerConfig) -> list[WeightRule]:
-    """One rule per canonical parameter, in the canonical table's order."""
+    """Return one rule per canonical parameter, in the canonical table's order."""
     rules = []
     for spec in parameter_table(config):
         torch_name, n_inputs = _torch_rule(spec)
