@@ -3,17 +3,7 @@
 import numpy as np
 
 from reformer_spec import ReformerConfig
-
-
-def make_config(**changes) -> ReformerConfig:
-    """A small config with distinct sizes, so that an axis mix-up fails loudly."""
-    base = dict(
-        vocab_size=37, d_model=30, n_heads=3, d_head=10, d_ff=22, attention_layers=("lsh", "local"),
-        lsh_chunk_length=8, local_chunk_length=8, n_buckets=4, n_hashes=2,
-        axial_shape=(8, 8), axial_dims=(14, 16), max_length=64,
-    )
-    base.update(changes)
-    return ReformerConfig(**base)
+from tests.configs import make_config  # noqa: F401  (re-exported for this suite's tests)
 
 
 def random_canonical(config: ReformerConfig, seed: int = 0, dtype=np.float64) -> dict[str, np.ndarray]:

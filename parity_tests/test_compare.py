@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from reformer_spec.tolerances import Tolerance
 from weights_convert.compare import compare_arrays, compare_trees, worst
 
 
@@ -28,3 +29,16 @@ def test_structure_and_shape_mismatch_raise():
         compare_trees({"a": np.ones(1), "b": np.ones(1)}, {"a": np.ones(1)})
     with pytest.raises(ValueError, match=r"shapes differ, expected \(2,\) but got \(3,\)"):
         compare_arrays("a", np.ones(2), np.ones(3))
+
+
+def test_worst_under_a_bound_is_the_leaf_that_breaks_it():
+    """A tiny leaf with a large relative error but covered by atol must not hide a large leaf that fails."""
+    bound = Tolerance(atol=1e-5, rtol=1e-5)
+    expected = {"small": np.full(3, 1e-3), "large": np.full(3, 10.0)}
+    actual = {"small": np.full(3, 1e-3 + 1e-6), "large": np.full(3, 10.0 + 3e-4)}
+    differences = compare_trees(expected, actual)
+    assert worst(differences).path == "small"  # by relative error alone
+    found = worst(differences, bound)
+    assert found.path == "large"
+    assert not found.within(bound)
+    assert found.share_of(bound) == pytest.approx(3e-4 / (1e-5 + 1e-5 * 10.0))

@@ -24,7 +24,11 @@ AXES = {
     "positions": ["axial", "learned"],
     "padding": [False, True],
     "same_bucket_only": [True, False],
+    "dropout": [False, True],  # True: every dropout rate on, both sides drawing the same portable masks
 }
+
+
+DROPOUT_RATES = dict(hidden_dropout=0.2, attention_dropout=0.3, ff_dropout=0.1)
 
 
 def build_case(values: dict):
@@ -40,6 +44,7 @@ def build_case(values: dict):
         tie_embeddings=values["tie_embeddings"],
         positions=values["positions"],
         lsh_same_bucket_only=values["same_bucket_only"],
+        **(DROPOUT_RATES if values["dropout"] else {}),
     )
     mask = None
     if values["padding"]:
@@ -76,7 +81,8 @@ def run_case(values: dict, dtype: str):
     config, mask = build_case(values)
     canonical = random_canonical(config, seed=5)
     ids = np.random.default_rng(6).integers(0, config.vocab_size, size=(2, values["length"]))
-    report = compare_frameworks(config, canonical, ids, seed=3, attention_mask=mask, dtype=dtype)
+    dropout_seed = 11 if values["dropout"] else None
+    report = compare_frameworks(config, canonical, ids, seed=3, attention_mask=mask, dtype=dtype, dropout_seed=dropout_seed)
     print(report.to_markdown())
     print(f"worst output {report.worst_output}; worst gradient {report.worst_gradient}")
     assert report.passed, report.to_markdown()

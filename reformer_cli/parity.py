@@ -28,6 +28,7 @@ EPILOG = textwrap.dedent(
     examples:
       reformer parity runs/demo/model.safetensors
       reformer parity --config config.json --dtype float32 --length 200
+      reformer parity runs/demo/model.safetensors --dropout-seed 7
 
     exit status: 0 when every check is within the spec's tolerance, 1 when one
     is not, 2 on bad arguments.
@@ -50,6 +51,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=int, default=2, help="sequences per batch (default: 2)")
     parser.add_argument("--length", type=int, help="tokens per sequence (default: min(max_length, 4 chunks of the model))")
     parser.add_argument("--seed", type=int, default=0, help="seed of the token ids, weights and hash rotations (default: 0)")
+    parser.add_argument(
+        "--dropout-seed",
+        type=int,
+        metavar="N",
+        help="run both models in training mode with the config's dropout rates, both drawing the portable "
+        "masks of seed N, an int in [0, 2**32) (default: dropout off)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -73,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --length must lie in [1, {config.max_length}] and --batch must be at least 1.", file=sys.stderr)
         return 2
     ids = np.random.default_rng(args.seed).integers(0, config.vocab_size, size=(args.batch, length))
-    report = compare_frameworks(config, canonical, ids, seed=args.seed, dtype=args.dtype)
+    if args.dropout_seed is not None and not 0 <= args.dropout_seed < 2**32:
+        print(f"error: --dropout-seed {args.dropout_seed} is invalid; use an int in [0, 2**32).", file=sys.stderr)
+        return 2
+    report = compare_frameworks(config, canonical, ids, seed=args.seed, dtype=args.dtype, dropout_seed=args.dropout_seed)
     print(report.to_markdown())
     print()
     print(f"worst output difference:   {report.worst_output}")

@@ -15,7 +15,7 @@ import jax
 
 from reformer_spec.config import AttentionKind, ReformerConfig
 from reformer_jax import lsh
-from reformer_jax.randomness import dropout, dropout_mask
+from reformer_jax.randomness import DropoutKey, dropout, dropout_mask, split_key, unstack_keys
 
 Array = jax.Array
 
@@ -42,11 +42,11 @@ def _output_projection(config: ReformerConfig) -> nn.DenseGeneral:
     return nn.DenseGeneral(features=config.d_model, axis=(-2, -1), use_bias=False, kernel_init=normal)
 
 
-def _split_key(dropout_key: Array | None) -> tuple[Array | None, Array | None]:
+def _split_key(dropout_key: DropoutKey | None) -> tuple[DropoutKey | None, DropoutKey | None]:
     """Split a dropout key into one for attention probabilities and one for the output."""
     if dropout_key is None:
         return None, None
-    probabilities_key, output_key = jax.random.split(dropout_key)
+    probabilities_key, output_key = unstack_keys(split_key(dropout_key, 2), 2)
     return probabilities_key, output_key
 
 
@@ -69,7 +69,7 @@ class LSHSelfAttention(nn.Module):
         *,
         rotations: Array | None = None,
         buckets: Array | None = None,
-        dropout_key: Array | None = None,
+        dropout_key: DropoutKey | None = None,
     ) -> tuple[Array, Array]:
         """Attend within buckets; returns the output (B, L, D) and the buckets (B, H, R, L).
 
@@ -145,7 +145,7 @@ class LocalSelfAttention(nn.Module):
         *,
         rotations: Array | None = None,
         buckets: Array | None = None,
-        dropout_key: Array | None = None,
+        dropout_key: DropoutKey | None = None,
     ) -> tuple[Array, None]:
         """Returns the output (B, L, D) and None (no buckets); rotations and buckets are ignored."""
         config = self.config

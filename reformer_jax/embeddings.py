@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from reformer_spec.config import PositionKind, ReformerConfig
-from reformer_jax.randomness import dropout
+from reformer_jax.randomness import DropoutKey, dropout
 
 Array = jax.Array
 
@@ -52,6 +52,6 @@ class Embeddings(nn.Module):
             return axial_table(self.axial)[:length]
         return self.position_table[:length]
 
-    def __call__(self, input_ids: Array, dropout_key: Array | None = None) -> Array:
+    def __call__(self, input_ids: Array, dropout_key: DropoutKey | None = None) -> Array:
         embedded = self.token(input_ids) + self.positions(input_ids.shape[1])[None]  # (B, L, D)
         return dropout(embedded, self.config.hidden_dropout, dropout_key)

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from reformer_spec.config import Activation, ReformerConfig
-from reformer_jax.randomness import dropout
+from reformer_jax.randomness import DropoutKey, dropout, split_key, unstack_keys
 
 Array = jax.Array
 
@@ -45,14 +45,14 @@ class ChunkedFeedForward(nn.Module):
         self.dense_in = nn.Dense(config.d_ff, kernel_init=normal)
         self.dense_out = nn.Dense(config.d_model, kernel_init=normal)
 
-    def block(self, x: Array, dropout_key: Array | None) -> Array:
+    def block(self, x: Array, dropout_key: DropoutKey | None) -> Array:
         config = self.config
-        ff_key, hidden_key = (None, None) if dropout_key is None else jax.random.split(dropout_key)
+        ff_key, hidden_key = (None, None) if dropout_key is None else unstack_keys(split_key(dropout_key, 2), 2)
         hidden = self.dense_in(self.norm(x))  # (B, C, F)
         hidden = activate(dropout(hidden, config.ff_dropout, ff_key), config.activation)
         return dropout(self.dense_out(hidden), config.hidden_dropout, hidden_key)  # (B, C, D)
 
-    def __call__(self, x: Array, dropout_key: Array | None = None) -> Array:
+    def __call__(self, x: Array, dropout_key: DropoutKey | None = None) -> Array:
         """Map (B, L, D) to (B, L, D); `dropout_key` seeds dropout, which is off when it is None."""
         chunk = self.config.ff_chunk_size
         batch, length, width = x.shape
@@ -63,7 +63,8 @@ class ChunkedFeedForward(nn.Module):
 
         n_chunks = length // chunk
         chunks = x.reshape(batch, n_chunks, chunk, width).swapaxes(0, 1)  # (N, B, C, D)
-        keys = None if dropout_key is None else jax.random.split(dropout_key, n_chunks)  # one dropout key per chunk
+        # One dropout key per chunk; each chunk makes two draws (after dense_in and on the output).
+        keys = None if dropout_key is None else split_key(dropout_key, n_chunks, draws_each=2)
         scan = nn.scan(
             nn.remat(_chunk_step, prevent_cse=False),
             variable_broadcast="params",

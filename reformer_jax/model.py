@@ -12,11 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from reformer_spec import dropout as portable
 from reformer_spec import validation
 from reformer_spec.config import AttentionKind, ReformerConfig
 from reformer_spec.hashing import rotation_shape
 from reformer_jax.embeddings import Embeddings
-from reformer_jax.randomness import dropout
+from reformer_jax.randomness import DropoutKey, PortableKey, dropout
 from reformer_jax.reversible import LayerRandomness, ReformerLayer, run_layers
 
 Array = jax.Array
@@ -149,6 +150,7 @@ class ReformerLM(nn.Module):
         rotations: Sequence | None = None,
         buckets: Sequence | None = None,
         deterministic: bool = True,
+        dropout_seed: int | None = None,
     ) -> ReformerOutput:
         """Score the next token at every position.
 
@@ -162,7 +164,10 @@ class ReformerLM(nn.Module):
         layer (None at non-LSH layers), used instead of hashing, for example
         the `buckets` of an earlier output. They separate arithmetic from
         hashing when two models are compared. `deterministic=False` turns
-        dropout on, with keys from the `dropout` rng stream.
+        dropout on, with keys from the `dropout` rng stream, or, when
+        `dropout_seed` (an int in [0, 2**32)) is given, with the portable masks
+        of `reformer_spec.dropout`, the same masks that the PyTorch model draws
+        from the same seed.
         """
         self._check_inputs(input_ids, attention_mask)
         config = self.config
@@ -180,12 +185,20 @@ class ReformerLM(nn.Module):
                 padding_mask = jnp.ones((batch, length), dtype=bool)
             padding_mask = jnp.pad(padding_mask, ((0, 0), (0, extra)), constant_values=False)
 
+        if dropout_seed is not None:
+            dropout_seed = portable.check_seed(dropout_seed)
         dropout_on = not deterministic and (
             config.hidden_dropout > 0 or config.attention_dropout > 0 or config.ff_dropout > 0
         )
         # One key per layer half, one for the embeddings and one for the head.
-        keys: list[Array | None] = [None] * (2 * config.n_layers + 2)
-        if dropout_on:
+        keys: list[DropoutKey | None] = [None] * (2 * config.n_layers + 2)
+        if dropout_on and dropout_seed is not None:
+            streams = []
+            for i in range(config.n_layers):
+                streams += [portable.attention_stream(i), portable.feed_forward_stream(i)]
+            streams += [portable.EMBEDDING_STREAM, portable.head_stream(config.n_layers)]
+            keys = [PortableKey.create(dropout_seed, stream) for stream in streams]
+        elif dropout_on:
             keys = list(jax.random.split(self.make_rng("dropout"), len(keys)))
         embed_key, head_key = keys[-2], keys[-1]
 

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from reformer_spec.config import ReformerConfig
 from reformer_jax.attention import make_attention
 from reformer_jax.feed_forward import ChunkedFeedForward
+from reformer_jax.randomness import DropoutKey
 
 Array = jax.Array
 Params = dict[str, Any]
@@ -41,8 +42,8 @@ class LayerRandomness:
 
     rotations: Array | None  # (H, K, R, Z) for LSH layers, else None
     buckets: Array | None  # (B, H, R, L) given by the caller instead of hashing, else None
-    attention_key: Array | None  # seeds dropout in the attention half; None when dropout is off
-    feed_forward_key: Array | None  # seeds dropout in the feed-forward half
+    attention_key: DropoutKey | None  # seeds dropout in the attention half; None when dropout is off
+    feed_forward_key: DropoutKey | None  # seeds dropout in the feed-forward half
 
 
 class ReformerLayer(nn.Module):

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from reformer_spec.config import AttentionKind, ReformerConfig
 from reformer_torch import lsh
-from reformer_torch.randomness import dropout, dropout_mask
+from reformer_torch.randomness import DropoutSource, dropout, dropout_mask
 
 
 def split_heads(x: Tensor, n_heads: int) -> Tensor:
@@ -45,7 +45,7 @@ class LSHSelfAttention(nn.Module):
         *,
         rotations: Tensor | None = None,
         buckets: Tensor | None = None,
-        generator: torch.Generator | None = None,
+        dropout_source: DropoutSource | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Attend within buckets; returns the output (B, L, D) and the buckets (B, H, R, L).
 
@@ -65,13 +65,11 @@ class LSHSelfAttention(nn.Module):
                 # argmax has no gradient; hashing outside autograd also saves memory.
                 buckets = lsh.hash_vectors(query_keys, rotations.to(query_keys.dtype), config.bucket_factors, padding_mask)
 
-        mask = None
-        if generator is not None and config.attention_dropout > 0:
-            batch, heads, rounds, length = buckets.shape
-            n_chunks = rounds * length // config.lsh_chunk_length
-            window = (1 + config.lsh_chunks_before + config.lsh_chunks_after) * config.lsh_chunk_length
-            shape = (batch, heads, n_chunks, config.lsh_chunk_length, window)
-            mask = dropout_mask(shape, config.attention_dropout, generator, query_keys)
+        batch, heads, rounds, length = buckets.shape
+        n_chunks = rounds * length // config.lsh_chunk_length
+        window = (1 + config.lsh_chunks_before + config.lsh_chunks_after) * config.lsh_chunk_length
+        shape = (batch, heads, n_chunks, config.lsh_chunk_length, window)
+        mask = dropout_mask(shape, config.attention_dropout, dropout_source, query_keys)  # None without dropout
 
         attended = lsh.lsh_attention(
             query_keys,
@@ -87,7 +85,7 @@ class LSHSelfAttention(nn.Module):
             dropout_mask=mask,
         )  # (B, H, L, K)
         output = self.output(merge_heads(attended))  # (B, L, D)
-        return dropout(output, config.hidden_dropout, generator), buckets
+        return dropout(output, config.hidden_dropout, dropout_source), buckets
 
 
 class LocalSelfAttention(nn.Module):
@@ -118,7 +116,7 @@ class LocalSelfAttention(nn.Module):
         *,
         rotations: Tensor | None = None,
         buckets: Tensor | None = None,
-        generator: torch.Generator | None = None,
+        dropout_source: DropoutSource | None = None,
     ) -> tuple[Tensor, None]:
         """Returns the output (B, L, D) and None (no buckets); rotations and buckets are ignored."""
         config = self.config
@@ -128,11 +126,9 @@ class LocalSelfAttention(nn.Module):
         values = split_heads(self.value(normed), config.n_heads)
         chunk_length, before, after = self.chunking(hidden.shape[1])
 
-        mask = None
-        if generator is not None and config.attention_dropout > 0:
-            batch, heads, length, _ = queries.shape
-            shape = (batch, heads, length // chunk_length, chunk_length, (1 + before + after) * chunk_length)
-            mask = dropout_mask(shape, config.attention_dropout, generator, queries)
+        batch, heads, length, _ = queries.shape
+        shape = (batch, heads, length // chunk_length, chunk_length, (1 + before + after) * chunk_length)
+        mask = dropout_mask(shape, config.attention_dropout, dropout_source, queries)  # None without dropout
 
         attended = lsh.local_attention(
             queries,
@@ -146,7 +142,7 @@ class LocalSelfAttention(nn.Module):
             dropout_mask=mask,
         )  # (B, H, L, K)
         output = self.output(merge_heads(attended))  # (B, L, D)
-        return dropout(output, config.hidden_dropout, generator), None
+        return dropout(output, config.hidden_dropout, dropout_source), None
 
 
 def make_attention(kind: AttentionKind, config: ReformerConfig) -> nn.Module:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from reformer_spec.config import PositionKind, ReformerConfig
-from reformer_torch.randomness import dropout
+from reformer_torch.randomness import DropoutSource, dropout
 
 
 def axial_table(axial_weights: list[Tensor]) -> Tensor:
@@ -46,6 +46,6 @@ class Embeddings(nn.Module):
             return axial_table(weights)[:length]
         return self.position_table[:length]
 
-    def forward(self, input_ids: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def forward(self, input_ids: Tensor, dropout_source: DropoutSource | None = None) -> Tensor:
         embedded = self.token(input_ids) + self.positions(input_ids.shape[1])  # (B, L, D)
-        return dropout(embedded, self.config.hidden_dropout, generator)
+        return dropout(embedded, self.config.hidden_dropout, dropout_source)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reformer_spec.config import Activation, ReformerConfig
-from reformer_torch.randomness import dropout
+from reformer_torch.randomness import DropoutSource, dropout
 
 
 def activate(x: Tensor, activation: Activation) -> Tensor:
@@ -24,7 +24,8 @@ class ChunkedFeedForward(nn.Module):
     Dropout before the activation follows Trax. With `ff_chunk_size` > 0 the
     positions are processed in chunks, so the (B, L, F) hidden activations of
     the whole sequence never exist at once; positions are independent, so the
-    result is the same as unchunked (with dropout off; masks are drawn per chunk).
+    result is the same as unchunked (with dropout off; masks are drawn per chunk,
+    in chunk order).
     """
 
     def __init__(self, config: ReformerConfig) -> None:
@@ -34,14 +35,14 @@ class ChunkedFeedForward(nn.Module):
         self.dense_in = nn.Linear(config.d_model, config.d_ff)
         self.dense_out = nn.Linear(config.d_ff, config.d_model)
 
-    def block(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    def block(self, x: Tensor, dropout_source: DropoutSource | None) -> Tensor:
         config = self.config
         hidden = self.dense_in(self.norm(x))  # (B, C, F)
-        hidden = activate(dropout(hidden, config.ff_dropout, generator), config.activation)
-        return dropout(self.dense_out(hidden), config.hidden_dropout, generator)  # (B, C, D)
+        hidden = activate(dropout(hidden, config.ff_dropout, dropout_source), config.activation)
+        return dropout(self.dense_out(hidden), config.hidden_dropout, dropout_source)  # (B, C, D)
 
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def forward(self, x: Tensor, dropout_source: DropoutSource | None = None) -> Tensor:
         chunk = self.config.ff_chunk_size
         if chunk == 0 or chunk >= x.shape[1]:
-            return self.block(x, generator)
-        return torch.cat([self.block(part, generator) for part in x.split(chunk, dim=1)], dim=1)
+            return self.block(x, dropout_source)
+        return torch.cat([self.block(part, dropout_source) for part in x.split(chunk, dim=1)], dim=1)

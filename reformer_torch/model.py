@@ -14,7 +14,8 @@ from reformer_spec import validation
 from reformer_spec.config import AttentionKind, ReformerConfig
 from reformer_spec.hashing import rotation_shape
 from reformer_torch.embeddings import Embeddings
-from reformer_torch.randomness import dropout, draw_seed, seeded_generator
+from reformer_spec import dropout as portable
+from reformer_torch.randomness import DropoutSeed, dropout, draw_seed
 from reformer_torch.reversible import LayerRandomness, ReformerLayer, run_layers
 
 IGNORE_INDEX = -100  # label value left out of the loss, as in torch's cross_entropy and Hugging Face
@@ -129,6 +130,7 @@ class ReformerLM(nn.Module):
         rotations: Sequence | None = None,
         buckets: Sequence | None = None,
         generator: torch.Generator | None = None,
+        dropout_seed: int | None = None,
     ) -> ReformerOutput:
         """Score the next token at every position.
 
@@ -162,20 +164,28 @@ class ReformerLM(nn.Module):
 
         dropout_on = self.training and (config.hidden_dropout > 0 or config.attention_dropout > 0 or config.ff_dropout > 0)
 
-        def next_seed() -> int | None:
-            return draw_seed(generator, device) if dropout_on else None
+        if dropout_seed is not None:
+            dropout_seed = portable.check_seed(dropout_seed)
+
+        def seed_for(stream: int) -> DropoutSeed | None:
+            if not dropout_on:
+                return None
+            if dropout_seed is not None:
+                return DropoutSeed(dropout_seed, stream)
+            return DropoutSeed(draw_seed(generator, device))
 
         layer_rotations = self._prepare_rotations(rotations, generator)
         layer_buckets = self._prepare_buckets(buckets, (batch, padded_length))
         randomness = [
-            LayerRandomness(r, b, next_seed(), next_seed()) for r, b in zip(layer_rotations, layer_buckets)
+            LayerRandomness(r, b, seed_for(portable.attention_stream(i)), seed_for(portable.feed_forward_stream(i)))
+            for i, (r, b) in enumerate(zip(layer_rotations, layer_buckets))
         ]
-        embed_seed, head_seed = next_seed(), next_seed()
+        embed_seed, head_seed = seed_for(portable.EMBEDDING_STREAM), seed_for(portable.head_stream(config.n_layers))
 
-        hidden = self.embeddings(input_ids, None if embed_seed is None else seeded_generator(embed_seed, device))  # (B, L, D)
+        hidden = self.embeddings(input_ids, None if embed_seed is None else embed_seed.source(device))  # (B, L, D)
         y1, y2, buckets = run_layers(self.layers, hidden, padding_mask, randomness, reversible=config.reversible)
         normed = self.final_norm(torch.cat([y1, y2], dim=-1))  # (B, L, 2D)
-        normed = dropout(normed, config.hidden_dropout, None if head_seed is None else seeded_generator(head_seed, device))
+        normed = dropout(normed, config.hidden_dropout, None if head_seed is None else head_seed.source(device))
         logits = self.lm_head(normed)[:, :length]  # (B, L, V)
 
         loss = None

@@ -13,7 +13,7 @@ Activation memory therefore does not grow with depth.
 
 The recomputation must see exactly what the forward saw: the same buckets
 (stored, never re-hashed from the rebuilt activations, whose last bits differ)
-and the same dropout masks (each half draws from a generator rebuilt from the
+and the same dropout masks (each half draws from a source rebuilt from the
 seed it used in the forward, leaving the global generator alone).
 """
 
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from reformer_spec.config import ReformerConfig
 from reformer_torch.attention import make_attention
 from reformer_torch.feed_forward import ChunkedFeedForward
-from reformer_torch.randomness import seeded_generator
+from reformer_torch.randomness import DropoutSeed, DropoutSource
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,12 +36,12 @@ class LayerRandomness:
 
     rotations: Tensor | None  # (H, K, R, Z) for LSH layers, else None
     buckets: Tensor | None  # (B, H, R, L) given by the caller instead of hashing, else None
-    attention_seed: int | None  # seeds dropout in the attention half; None when dropout is off
-    feed_forward_seed: int | None  # seeds dropout in the feed-forward half
+    attention_seed: DropoutSeed | None  # dropout in the attention half; None when dropout is off
+    feed_forward_seed: DropoutSeed | None  # dropout in the feed-forward half
 
 
-def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
-    return None if seed is None else seeded_generator(seed, device)
+def _source(seed: DropoutSeed | None, device: torch.device) -> DropoutSource | None:
+    return None if seed is None else seed.source(device)
 
 
 class ReformerLayer(nn.Module):
@@ -55,11 +55,11 @@ class ReformerLayer(nn.Module):
     def attention_half(
         self, x2: Tensor, padding_mask: Tensor | None, randomness: LayerRandomness, buckets: Tensor | None
     ) -> tuple[Tensor, Tensor | None]:
-        generator = _generator(randomness.attention_seed, x2.device)
-        return self.attention(x2, padding_mask, rotations=randomness.rotations, buckets=buckets, generator=generator)
+        source = _source(randomness.attention_seed, x2.device)
+        return self.attention(x2, padding_mask, rotations=randomness.rotations, buckets=buckets, dropout_source=source)
 
     def feed_forward_half(self, y1: Tensor, randomness: LayerRandomness) -> Tensor:
-        return self.feed_forward(y1, _generator(randomness.feed_forward_seed, y1.device))
+        return self.feed_forward(y1, _source(randomness.feed_forward_seed, y1.device))
 
     def forward(
         self, x1: Tensor, x2: Tensor, padding_mask: Tensor | None, randomness: LayerRandomness

@@ -24,6 +24,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from reformer_spec import dropout as portable
 from reformer_spec.config import AttentionKind, ReformerConfig
 from reformer_spec.hashing import portable_rotations
 from reformer_spec.tolerances import Tolerance, tolerance
@@ -56,11 +57,19 @@ class ParityReport:
 
     @property
     def worst_output(self) -> Difference:
-        return worst([row.output for row in self.rows])
+        return worst([row.output for row in self.rows], self.output_tolerance)
 
     @property
     def worst_gradient(self) -> Difference:
-        return worst([row.gradient for row in self.rows if row.gradient is not None])
+        return worst([row.gradient for row in self.rows if row.gradient is not None], self.gradient_tolerance)
+
+    @property
+    def tolerance_share(self) -> float:
+        """The largest share of its tolerance that any output or gradient uses; above 1 fails."""
+        shares = [self.worst_output.share_of(self.output_tolerance)]
+        if any(row.gradient is not None for row in self.rows):
+            shares.append(self.worst_gradient.share_of(self.gradient_tolerance))
+        return max(shares)
 
     def to_markdown(self) -> str:
         lines = [
@@ -78,6 +87,7 @@ class ParityReport:
                 f"| {row.name} | {row.output.max_abs:.2e} | {row.output.max_rel:.2e} | {gradient[0]} | {gradient[1]} "
                 f"| {buckets} | {'pass' if row.passed else 'FAIL'} |"
             )
+        lines += ["", f"Largest share of a tolerance used: {self.tolerance_share:.3g}."]
         return "\n".join(lines)
 
 
@@ -107,8 +117,8 @@ def _torch_grads_to_canonical(config: ReformerConfig, model) -> dict[str, np.nda
 
 
 def _row(name: str, outputs: tuple, gradients: tuple | None, agreement: float | None, out_tol: Tolerance, grad_tol: Tolerance) -> ParityRow:
-    output = worst(compare_trees(*outputs))
-    gradient = worst(compare_trees(*gradients)) if gradients is not None else None
+    output = worst(compare_trees(*outputs), out_tol)
+    gradient = worst(compare_trees(*gradients), grad_tol) if gradients is not None else None
     passed = output.within(out_tol) and (gradient is None or gradient.within(grad_tol))
     return ParityRow(name, output, gradient, agreement, passed)
 
@@ -120,22 +130,36 @@ def compare_frameworks(
     seed: int = 0,
     attention_mask: np.ndarray | None = None,
     dtype: str = "float64",
+    dropout_seed: int | None = None,
 ) -> ParityReport:
-    """Compare both models on `canonical` weights cast to `dtype`, per layer and end to end."""
+    """Compare both models on `canonical` weights cast to `dtype`, per layer and end to end.
+
+    With `dropout_seed`, both models run in training mode with the config's
+    dropout rates, drawing the portable masks of `reformer_spec.dropout` from
+    that seed, so both drop the same units.
+    """
     with full_precision(dtype):
-        return _compare(config, canonical, np.asarray(input_ids), seed, attention_mask, dtype)
+        return _compare(config, canonical, np.asarray(input_ids), seed, attention_mask, dtype, dropout_seed)
 
 
-def _compare(config, canonical, input_ids, seed, attention_mask, dtype) -> ParityReport:
+def _compare(config, canonical, input_ids, seed, attention_mask, dtype, dropout_seed) -> ParityReport:
     import jax
     import jax.numpy as jnp
     import torch
 
     from reformer_jax import ReformerLM as FlaxReformerLM
+    from reformer_jax.randomness import PortableKey
     from reformer_jax.reversible import LayerRandomness as FlaxRandomness
     from reformer_jax.reversible import ReformerLayer as FlaxLayer
     from reformer_torch import ReformerLM as TorchReformerLM
+    from reformer_torch.randomness import DropoutSeed
     from reformer_torch.reversible import LayerRandomness as TorchRandomness
+
+    def torch_seed(stream: int) -> DropoutSeed | None:
+        return None if dropout_seed is None else DropoutSeed(dropout_seed, stream)
+
+    def flax_key(stream: int) -> PortableKey | None:
+        return None if dropout_seed is None else PortableKey.create(dropout_seed, stream)
 
     out_tol, grad_tol = tolerance(dtype, "output"), tolerance(dtype, "gradient")
     np_dtype = np.float64 if dtype == "float64" else np.float32
@@ -162,8 +186,11 @@ def _compare(config, canonical, input_ids, seed, attention_mask, dtype) -> Parit
     if mask is not None or length != ids.shape[1]:
         base = mask if mask is not None else torch.ones_like(ids, dtype=torch.bool)
         padding_mask = torch.nn.functional.pad(base, (0, length - ids.shape[1]), value=False)
-    torch_embedded = torch_model.embeddings(padded_ids)
-    flax_embedded = flax_model.apply({"params": params}, jnp.asarray(padded_ids.numpy()), method=lambda m, x: m.embeddings(x))
+    embed_seed, embed_key = torch_seed(portable.EMBEDDING_STREAM), flax_key(portable.EMBEDDING_STREAM)
+    torch_embedded = torch_model.embeddings(padded_ids, None if embed_seed is None else embed_seed.source(ids.device))
+    flax_embedded = flax_model.apply(
+        {"params": params}, jnp.asarray(padded_ids.numpy()), method=lambda m, x: m.embeddings(x, embed_key)
+    )
     rows.append(_row("embeddings", (torch_embedded, flax_embedded), None, None, out_tol, grad_tol))
 
     # ---- each layer fed PyTorch's activations
@@ -175,7 +202,9 @@ def _compare(config, canonical, input_ids, seed, attention_mask, dtype) -> Parit
         rotation = None if rotations[index] is None else torch.as_tensor(rotations[index], dtype=torch_dtype)
         t1 = x1.clone().requires_grad_(True)
         t2 = x2.clone().requires_grad_(True)
-        y1, y2, torch_buckets = layer(t1, t2, padding_mask, TorchRandomness(rotation, None, None, None))
+        attention_stream, feed_forward_stream = portable.attention_stream(index), portable.feed_forward_stream(index)
+        torch_randomness = TorchRandomness(rotation, None, torch_seed(attention_stream), torch_seed(feed_forward_stream))
+        y1, y2, torch_buckets = layer(t1, t2, padding_mask, torch_randomness)
         cotangents = [generator.standard_normal(tuple(y1.shape)).astype(np_dtype) for _ in range(2)]
         torch.autograd.backward([y1, y2], [torch.as_tensor(c) for c in cotangents])
         torch_grads = {
@@ -191,7 +220,7 @@ def _compare(config, canonical, input_ids, seed, attention_mask, dtype) -> Parit
         shared = None if torch_buckets is None else jnp.asarray(torch_buckets.numpy())
 
         def apply_layer(p, a, b, buckets=shared):
-            randomness = FlaxRandomness(jax_rotation, buckets, None, None)
+            randomness = FlaxRandomness(jax_rotation, buckets, flax_key(attention_stream), flax_key(feed_forward_stream))
             return flax_layer.apply({"params": p}, a, b, jax_mask, randomness)
 
         def layer_vjp(p, a, b, c1, c2):
@@ -216,15 +245,19 @@ def _compare(config, canonical, input_ids, seed, attention_mask, dtype) -> Parit
 
     # ---- the whole model: logits, loss and every gradient, buckets shared
     torch_model.zero_grad()
-    torch_out = torch_model(ids, attention_mask=mask, labels=ids, rotations=rotations)
+    torch_model.train(dropout_seed is not None)
+    torch_out = torch_model(ids, attention_mask=mask, labels=ids, rotations=rotations, dropout_seed=dropout_seed)
     torch_out.loss.backward()
     torch_param_grads = _torch_grads_to_canonical(config, torch_model)
     shared_buckets = [None if b is None else jnp.asarray(b.numpy()) for b in torch_out.buckets]
     jax_ids = jnp.asarray(input_ids)
     jax_attention = None if attention_mask is None else jnp.asarray(attention_mask)
+    dropout_arguments = {"deterministic": dropout_seed is None, "dropout_seed": dropout_seed}
 
     def loss_and_logits(p, ids, attention):
-        out = flax_model.apply({"params": p}, ids, attention, ids, rotations=rotations, buckets=shared_buckets)
+        out = flax_model.apply(
+            {"params": p}, ids, attention, ids, rotations=rotations, buckets=shared_buckets, **dropout_arguments
+        )
         return out.loss, out.logits
 
     # Eager, not jit: each new config would compile the whole model again, while
@@ -244,7 +277,7 @@ def _compare(config, canonical, input_ids, seed, attention_mask, dtype) -> Parit
     )
 
     # ---- hashing end to end: each framework hashes its own activations
-    flax_out = flax_model.apply({"params": params}, jax_ids, jax_attention, rotations=rotations)
+    flax_out = flax_model.apply({"params": params}, jax_ids, jax_attention, rotations=rotations, **dropout_arguments)
     agreements = [
         float(np.mean(np.asarray(f) == t.numpy())) for f, t in zip(flax_out.buckets, torch_out.buckets) if t is not None
     ]

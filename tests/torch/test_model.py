@@ -18,9 +18,12 @@ def gradients(model, *args, **kwargs):
     return output, grads
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.2])
-def test_reversible_gradients_equal_plain_autograd(dropout):
-    """The recomputing backward gives autograd's gradients, dropout included (masks replayed)."""
+@pytest.mark.parametrize("dropout, dropout_seed", [(0.0, None), (0.2, None), (0.2, 11)])
+def test_reversible_gradients_equal_plain_autograd(dropout, dropout_seed):
+    """The recomputing backward gives autograd's gradients, dropout included (masks replayed).
+
+    dropout_seed=None draws masks from torch generators, 11 from the portable streams.
+    """
     config = make_config(
         attention_layers=("lsh", "local", "full", "lsh"), hidden_dropout=dropout, attention_dropout=dropout, ff_dropout=dropout
     )
@@ -30,8 +33,9 @@ def test_reversible_gradients_equal_plain_autograd(dropout):
     ids = torch.randint(0, 37, (2, 29))
     rotations = portable_rotations(config, 5)
 
-    out_rev, grads_rev = gradients(reversible, ids, labels=ids, rotations=rotations, generator=torch.Generator().manual_seed(9))
-    out_plain, grads_plain = gradients(plain, ids, labels=ids, rotations=rotations, generator=torch.Generator().manual_seed(9))
+    arguments = dict(labels=ids, rotations=rotations, dropout_seed=dropout_seed)
+    out_rev, grads_rev = gradients(reversible, ids, generator=torch.Generator().manual_seed(9), **arguments)
+    out_plain, grads_plain = gradients(plain, ids, generator=torch.Generator().manual_seed(9), **arguments)
     torch.testing.assert_close(out_rev.logits, out_plain.logits, rtol=0, atol=0)
     for name in grads_plain:
         torch.testing.assert_close(grads_rev[name], grads_plain[name], rtol=1e-9, atol=1e-11, msg=name)
