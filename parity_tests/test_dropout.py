@@ -17,11 +17,11 @@ from reformer_spec.hashing import portable_rotations
 from reformer_torch import ReformerLM
 from reformer_torch.randomness import portable_keep_mask as torch_keep_mask
 from weights_convert.convert import load_into_torch
-from weights_convert.parity import compare_frameworks
 
-from parity_tests.helpers import make_config, random_canonical
+from parity_tests.helpers import random_canonical
+from parity_tests.test_models import FAST, build_case, run_case
 
-DROPOUT = dict(hidden_dropout=0.2, attention_dropout=0.3, ff_dropout=0.1)
+DROPOUT_CASE = {**FAST[0], "dropout": True}
 
 
 @pytest.mark.parametrize(
@@ -37,29 +37,16 @@ def test_three_implementations_draw_one_mask(shape, rate, seed, stream, draw):
     np.testing.assert_array_equal(from_jax, reference)
 
 
-def dropout_case(dtype: str, **changes):
-    config = make_config(
-        attention_layers=("lsh", "local"), causal=True, n_hashes=2, ff_chunk_size=8, **{**DROPOUT, **changes}
-    )
-    canonical = random_canonical(config, seed=2)
-    ids = np.random.default_rng(4).integers(0, config.vocab_size, size=(2, 29))
-    mask = np.ones(ids.shape, bool)
-    mask[1, -4:] = False
-    report = compare_frameworks(config, canonical, ids, seed=3, attention_mask=mask, dtype=dtype, dropout_seed=17)
-    print(report.to_markdown())
-    print(f"worst output {report.worst_output}; worst gradient {report.worst_gradient}")
-    return report
-
-
 @pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.slow)])
 def test_models_agree_with_dropout_on(dtype):
-    report = dropout_case(dtype)
-    assert report.passed, report.to_markdown()
+    """The CI matrix case with every dropout rate on (it shares its shapes, so JAX reuses the compiled operations)."""
+    run_case(DROPOUT_CASE, dtype)  # asserts that the report passed
 
 
 def test_dropout_changes_the_logits():
     """The parity above is not vacuous: the same model and inputs without dropout give other logits."""
-    config = make_config(attention_layers=("lsh", "local"), causal=True, n_hashes=2, ff_chunk_size=8, **DROPOUT)
+    config, _ = build_case(DROPOUT_CASE)
+    assert config.hidden_dropout > 0 and config.attention_dropout > 0 and config.ff_dropout > 0
     model = ReformerLM(config).double()
     load_into_torch(model, random_canonical(config, seed=2))
     ids = torch.as_tensor(np.random.default_rng(4).integers(0, config.vocab_size, size=(2, 29)))

@@ -173,6 +173,35 @@ def normalize_keys(vectors: Array) -> Array:
     return vectors * jax.lax.rsqrt(mean_square + KEY_NORM_EPS) / math.sqrt(vectors.shape[-1])
 
 
+@jax.custom_jvp
+def softmax_with_log_normalizer(logits: Array) -> tuple[Array, Array]:
+    """Softmax probabilities of logits (..., W) and their log-sum-exp (..., 1).
+
+    Normalises by the sum, not by exp(-logsumexp): near SELF_MASK_VALUE a
+    float32 ulp is about 0.008, so a rounded log-sum-exp would put errors of
+    up to 1% into rows that see only copies of themselves.
+    """
+    # jax.nn.softmax divides by the sum, like torch.softmax on the PyTorch side.
+    probabilities = jax.nn.softmax(logits, axis=-1)
+    # The row maximum's probability is exp(0) / total, so log(total) is
+    # -log(max p) and the log-sum-exp needs no second pass of exp.
+    row_max = jnp.max(logits, axis=-1, keepdims=True)
+    log_normalizer = row_max - jnp.log(jnp.max(probabilities, axis=-1, keepdims=True))
+    return probabilities, log_normalizer
+
+
+@softmax_with_log_normalizer.defjvp
+def _softmax_with_log_normalizer_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
+    # d lse = sum(p * d l) and d p = p * (d l - d lse). Written by hand because
+    # autodiff through the two maxima above would split ties differently; JAX
+    # transposes this linear rule for reverse mode.
+    (logits,), (logits_tangent,) = primals, tangents
+    probabilities, log_normalizer = softmax_with_log_normalizer(logits)
+    log_normalizer_tangent = jnp.sum(probabilities * logits_tangent, axis=-1, keepdims=True)
+    probabilities_tangent = probabilities * (logits_tangent - log_normalizer_tangent)
+    return (probabilities, log_normalizer), (probabilities_tangent, log_normalizer_tangent)
+
+
 def attend(
     queries: Array,
     keys: Array,
@@ -209,15 +238,7 @@ def attend(
         # only allowed key is itself (a causal first token) attends to itself.
         logits = jnp.where(q_pos == k_pos, SELF_MASK_VALUE, logits)
 
-    # Normalise by the sum, not by exp(-logsumexp): near SELF_MASK_VALUE a
-    # float32 ulp is about 0.008, so a rounded log-sum-exp would put errors of
-    # up to 1% into rows that see only copies of themselves.
-    # The row maximum is only a shift that cancels out, so it needs no gradient.
-    row_max = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))  # (B, H, N, C, 1)
-    unnormalized = jnp.exp(logits - row_max)  # (B, H, N, C, W)
-    total = jnp.sum(unnormalized, axis=-1, keepdims=True)  # (B, H, N, C, 1)
-    probabilities = unnormalized / total
-    log_normalizer = row_max + jnp.log(total)  # (B, H, N, C, 1)
+    probabilities, log_normalizer = softmax_with_log_normalizer(logits)  # (B, H, N, C, W), (B, H, N, C, 1)
     if dropout_mask is not None:
         probabilities = probabilities * dropout_mask
     output = jnp.einsum("BHNCW,BHNWK->BHNCK", probabilities, values)

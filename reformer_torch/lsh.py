@@ -123,6 +123,46 @@ def normalize_keys(vectors: Tensor) -> Tensor:
     return vectors * torch.rsqrt(mean_square + KEY_NORM_EPS) / math.sqrt(vectors.shape[-1])
 
 
+class _SoftmaxWithLogNormalizer(torch.autograd.Function):
+    """Softmax over the last axis and its log-sum-exp, with one hand-written backward."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor) -> tuple[Tensor, Tensor]:
+        # torch.softmax divides by the sum, and on CPU its own vectorised exp
+        # runs several times faster than torch.exp does on logits near MASK_VALUE.
+        probabilities = torch.softmax(logits, dim=-1)
+        # The row maximum's probability is exp(0) / total, so log(total) is
+        # -log(max p) and the log-sum-exp needs no second pass of exp.
+        row_max = torch.amax(logits, dim=-1, keepdim=True)
+        log_normalizer = row_max - torch.log(torch.amax(probabilities, dim=-1, keepdim=True))
+        ctx.save_for_backward(probabilities)
+        return probabilities, log_normalizer
+
+    @staticmethod
+    def backward(ctx, grad_probabilities: Tensor | None, grad_log_normalizer: Tensor | None) -> Tensor:
+        # d p_j / d l_i = p_j (delta_ij - p_i) and d lse / d l_i = p_i, so
+        # grad_l = p * (grad_p - sum(grad_p * p) + grad_lse). Written by hand because
+        # autograd through the two maxima above would split ties differently.
+        (probabilities,) = ctx.saved_tensors
+        inner = torch.zeros_like(probabilities[..., :1])
+        if grad_probabilities is not None:
+            inner = -torch.sum(grad_probabilities * probabilities, dim=-1, keepdim=True)
+        if grad_log_normalizer is not None:
+            inner = inner + grad_log_normalizer
+        upstream = inner if grad_probabilities is None else grad_probabilities + inner
+        return probabilities * upstream
+
+
+def softmax_with_log_normalizer(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Softmax probabilities of logits (..., W) and their log-sum-exp (..., 1).
+
+    Normalises by the sum, not by exp(-logsumexp): near SELF_MASK_VALUE a
+    float32 ulp is about 0.008, so a rounded log-sum-exp would put errors of
+    up to 1% into rows that see only copies of themselves.
+    """
+    return _SoftmaxWithLogNormalizer.apply(logits)
+
+
 def attend(
     queries: Tensor,
     keys: Tensor,
@@ -159,14 +199,7 @@ def attend(
         # only allowed key is itself (a causal first token) attends to itself.
         logits = torch.where(q_pos == k_pos, SELF_MASK_VALUE, logits)
 
-    # Normalise by the sum, not by exp(-logsumexp): near SELF_MASK_VALUE a
-    # float32 ulp is about 0.008, so a rounded log-sum-exp would put errors of
-    # up to 1% into rows that see only copies of themselves.
-    row_max = torch.amax(logits, dim=-1, keepdim=True).detach()  # (B, H, N, C, 1); a shift, no gradient needed
-    unnormalized = torch.exp(logits - row_max)  # (B, H, N, C, W)
-    total = torch.sum(unnormalized, dim=-1, keepdim=True)  # (B, H, N, C, 1)
-    probabilities = unnormalized / total
-    log_normalizer = row_max + torch.log(total)  # (B, H, N, C, 1)
+    probabilities, log_normalizer = softmax_with_log_normalizer(logits)  # (B, H, N, C, W), (B, H, N, C, 1)
     if dropout_mask is not None:
         probabilities = probabilities * dropout_mask
     output = torch.einsum("BHNCW,BHNWK->BHNCK", probabilities, values)
