@@ -31,7 +31,7 @@ def test_structure_and_shape_mismatch_raise():
         compare_arrays("a", np.ones(2), np.ones(3))
 
 
-def test_worst_under_a_bound_is_the_leaf_that_breaks_it():
+def test_bounded_worst_finds_failing_leaf():
     """A tiny leaf with a large relative error but covered by atol must not hide a large leaf that fails."""
     bound = Tolerance(atol=1e-5, rtol=1e-5)
     expected = {"small": np.full(3, 1e-3), "large": np.full(3, 10.0)}

@@ -18,8 +18,8 @@ Trax's logits and gradients within the float32 tolerances of
 
 Trax computed the fixtures in float64 from float32 weights. In float32 its
 attention normalises by exp(logits - logsumexp), and near the -1e5
-self-mask penalty a float32 log-sum-exp is rounded to 0.008. A row that
-sees only copies of its own token (position 0 under the causal mask, when
+self-mask penalty a float32 log-sum-exp is rounded to 0.008. A row whose
+only keys are copies of its own token (position 0 under the causal mask, when
 its copy from another hash round lands in the chunk window) is then off by
 up to about 1%, an estimate from that rounding. A float32 Trax run of the
 `lsh_local` configuration differed from our models by 3.1e-3 there and by at

@@ -431,8 +431,9 @@ def _take_head_bias(state: dict[str, np.ndarray]) -> None:
 def huggingface_state_to_canonical(config: ReformerConfig, state: Mapping[str, np.ndarray], source: str = "Hugging Face weights") -> dict[str, np.ndarray]:
     """Convert a Hugging Face state dict of numpy arrays into canonical tensors.
 
-    Raises ConversionError for a tensor that is missing, unused or misshaped,
-    so every tensor of the file is read exactly once (mask buffers of old files excepted).
+    Raises ConversionError when a tensor is missing, left unused or has the
+    wrong shape. The mask buffers of old files are ignored, and the spare head
+    bias is only checked against the decoder's bias.
     """
     state = {name: array for name, array in state.items() if not name.endswith(MASK_BUFFER_SUFFIXES)}
     _take_head_bias(state)
